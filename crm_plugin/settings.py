@@ -1,0 +1,250 @@
+"""Settings for twosv-panel: one file, driven by the environment (12-factor).
+
+With nothing set, the embedded defaults run the whole product on one machine: SQLite under
+``var/``, Celery eager with an in-memory broker, the local (database) ATS backend and DEBUG on.
+Setting ``DATABASE_URL`` means "this is a real deployment": DEBUG then defaults to off, and with
+DEBUG off a missing ``SECRET_KEY``, ``ALLOWED_HOSTS`` or ``DATABASE_URL`` stops start-up.
+"""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|h|min|m|s|)\s*$")
+_UNITS = {"d": 86400, "h": 3600, "min": 60, "m": 60, "s": 1, "": 1}
+
+
+def env_duration(name: str, default: str) -> timedelta:
+    """Read a duration such as ``24h``, ``10min``, ``90s``, ``1d`` or plain seconds."""
+    raw = env.str(name, default=default)
+    match = _DURATION.match(raw)
+    if not match:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a duration (examples: 24h, 10min, 90s).")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _require(name: str) -> None:
+    if not env.str(name, default=""):
+        raise ImproperlyConfigured(
+            f"{name} must be set when DEBUG is off (see the configuration table in README.md)."
+        )
+
+
+DEBUG = env.bool("DEBUG", default="DATABASE_URL" not in env)
+
+if not DEBUG:
+    for _name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL"):
+        _require(_name)
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "import_export",
+    "twosv",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "crm_plugin.middleware.RequestLogMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "crm_plugin.urls"
+WSGI_APPLICATION = "crm_plugin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "crm_plugin" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Fail fast (readiness answers 503) instead of hanging when PostgreSQL is away.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default keeps its file under var/; create it so a fresh clone just works.
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
+
+# --- Security (production values apply whenever DEBUG is off) -------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- REST framework ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: the 401 answer's WWW-Authenticate names the first class.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "crm_plugin.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {
+        "agent_read": env.str("TWOSV_THROTTLE_AGENT_READ", default="600/min"),
+        "lookup_request": env.str("TWOSV_THROTTLE_LOOKUP", default="60/min"),
+        "verify_phone": env.str("TWOSV_THROTTLE_VERIFY_PHONE", default="30/min"),
+        "producer": env.str("TWOSV_THROTTLE_PRODUCER", default="6000/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "twosv-panel API",
+    "DESCRIPTION": "Two-step verification state and next steps for the CRM sidebar.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Served from our own static files: the docs page works without any CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default="CELERY_BROKER_URL" not in env)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# Redis redelivers a message not acknowledged within the visibility timeout; every countdown
+# and retry wait must stay below it or the task runs again in a loop (tests check this).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": 1,
+    "socket_timeout": 2,
+    "max_retries": 0,
+}
+# A publish must not hang when the broker is down: the lookup row is the outbox and the
+# sweeper re-enqueues it later.
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULE = {
+    "delivery-lookup-sweep": {
+        "task": "twosv.tasks.delivery_lookup_sweep",
+        "schedule": 60.0,
+    },
+}
+
+# --- Domain: lock policy, lookups, ATS ----------------------------------------------------------
+TWOSV_RESEND_LOCK_THRESHOLD = env.int("TWOSV_RESEND_LOCK_THRESHOLD", default=200)
+TWOSV_LOCK_DURATION = env_duration("TWOSV_LOCK_DURATION", "24h")
+TWOSV_RESEND_WINDOW = env_duration("TWOSV_RESEND_WINDOW", "24h")
+TWOSV_LOOKUP_PERIOD = env_duration("TWOSV_LOOKUP_PERIOD", "24h")
+TWOSV_LOOKUP_FRESHNESS = env_duration("TWOSV_LOOKUP_FRESHNESS", "10min")
+TWOSV_LOOKUP_MAX_TRIES = env.int("TWOSV_LOOKUP_MAX_TRIES", default=5)
+TWOSV_LOOKUP_STALE_AFTER = env_duration("TWOSV_LOOKUP_STALE_AFTER", "2min")
+TWOSV_PHONE_VERIFY_MAX_TRIES = env.int("TWOSV_PHONE_VERIFY_MAX_TRIES", default=5)
+TWOSV_ATS_BACKEND = env.str("TWOSV_ATS_BACKEND", default="local")
+TWOSV_CANCEL_2SV_URL = env.str(
+    "TWOSV_CANCEL_2SV_URL", default="https://help.example.com/cancel-two-step-verification"
+)
+ATS_BASE_URL = env.str("ATS_BASE_URL", default="")
+ATS_TOKEN = env.str("ATS_TOKEN", default="")
+ATS_CONNECT_TIMEOUT = env.float("ATS_CONNECT_TIMEOUT", default=2.0)
+ATS_READ_TIMEOUT = env.float("ATS_READ_TIMEOUT", default=5.0)
+
+if TWOSV_ATS_BACKEND not in ("local", "http"):
+    raise ImproperlyConfigured("TWOSV_ATS_BACKEND must be 'local' or 'http'.")
+if TWOSV_ATS_BACKEND == "http" and not (ATS_BASE_URL and ATS_TOKEN):
+    raise ImproperlyConfigured("TWOSV_ATS_BACKEND=http needs ATS_BASE_URL and ATS_TOKEN.")
+
+# --- Logging: one JSON line per record; phone numbers masked by a filter as a safety net -------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"mask_phones": {"()": "crm_plugin.logging.MaskPhoneNumbersFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["mask_phones"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # The request log below replaces Django's own per-request lines.
+        "django.server": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,391 @@
+"""The 2SV domain: customers, their methods, the event log and what is derived from it."""
+
+import uuid
+
+import phonenumbers
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+customer_id_validator = RegexValidator(
+    r"^[A-Za-z0-9._:-]{1,64}\Z", _("1 to 64 characters of A-Z, a-z, 0-9 and . _ : -")
+)
+
+
+def validate_e164(value: str) -> None:
+    """Refuse anything that is not a valid phone number written in E.164 (+ and digits)."""
+    if not value.startswith("+") or not value[1:].isdigit():
+        raise ValidationError(_("Enter the number in E.164 format, e.g. +14155550100."), code="e164")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(_("Not a phone number."), code="invalid_phone") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(_("Not a valid phone number."), code="invalid_phone")
+
+
+class MethodKind(models.TextChoices):
+    SMS = "sms", _("Text message (SMS)")
+    VOICE = "voice", _("Voice call")
+    EMAIL = "email", _("Email")
+    AUTHENTICATOR_APP = "authenticator_app", _("Authenticator app")
+    SECURITY_KEY = "security_key", _("Security key")
+
+
+CODE_RECEIVING_KINDS = frozenset({MethodKind.SMS, MethodKind.VOICE, MethodKind.EMAIL})
+PHONE_KINDS = frozenset({MethodKind.SMS, MethodKind.VOICE})
+
+
+class MethodRole(models.TextChoices):
+    PRIMARY = "primary", _("Primary")
+    BACKUP = "backup", _("Backup")
+
+
+class EventType(models.TextChoices):
+    METHOD_ENROLLED = "method_enrolled", _("Method enrolled")
+    METHOD_REMOVED = "method_removed", _("Method removed")
+    PHONE_NUMBER_CHANGED = "phone_number_changed", _("Phone number changed")
+    CODE_SENT = "code_sent", _("Code sent")
+    CODE_RESEND_REQUESTED = "code_resend_requested", _("Code resend requested")
+    CODE_VERIFIED = "code_verified", _("Code verified")
+    CODE_REJECTED = "code_rejected", _("Code rejected")
+    LOCK_LIFTED = "lock_lifted", _("Lock lifted")
+
+
+class EventOutcome(models.TextChoices):
+    RECORDED = "recorded", _("Recorded")
+    COUNTED = "counted", _("Counted toward the lock")
+    BLOCKED = "blocked", _("Blocked (method locked)")
+    LOCKED = "locked", _("Locked the method")
+    RESET = "reset", _("Reset the resend count")
+    LIFTED = "lifted", _("Lifted the lock")
+
+
+class Customer(models.Model):
+    customer_id = models.CharField(max_length=64, unique=True, validators=[customer_id_validator])
+    display_name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["customer_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(customer_id__regex=r"^[A-Za-z0-9._:-]{1,64}$"),
+                name="customer_id_charset",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.customer_id
+
+
+class Method(models.Model):
+    """A 2SV method with the lock projection folded from its events.
+
+    ``resend_times``, ``locked_at``, ``locked_until``, ``lock_lifted_at`` and the last folded
+    event key are a projection of the event log (see twosv/policy.py); only services write them.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="methods")
+    method_id = models.CharField(max_length=128, unique=True)
+    kind = models.CharField(max_length=24, choices=MethodKind.choices)
+    role = models.CharField(max_length=16, choices=MethodRole.choices)
+    phone_number = models.CharField(max_length=20, blank=True, validators=[validate_e164])
+    email = models.EmailField(blank=True)
+    label = models.CharField(max_length=100, blank=True)
+    visible_in_crm = models.BooleanField()
+    enrolled_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+    # When the number on file was last set, so a late phone_number_changed can't overwrite a newer one.
+    phone_changed_at = models.DateTimeField(null=True, blank=True)
+
+    # Lock projection.
+    resend_times = models.JSONField(default=list, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    lock_lifted_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    last_event_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["customer", "enrolled_at", "id"]
+        permissions = [("lift_lock", "Can lift a 2SV method lock")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(kind__in=["sms", "voice"]) | ~Q(phone_number=""),
+                name="method_phone_required_for_sms_voice",
+            ),
+            models.CheckConstraint(
+                condition=Q(phone_number="") | Q(phone_number__regex=r"^\+[1-9][0-9]{6,14}$"),
+                name="method_phone_e164",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=MethodKind.values), name="method_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=MethodRole.values), name="method_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(locked_until__isnull=True) | Q(locked_until__gt=models.F("locked_at")),
+                name="method_lock_ends_after_start",
+            ),
+        ]
+        indexes = [models.Index(fields=["locked_until"], name="method_locked_until_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.role}) {self.method_id}"
+
+    @property
+    def receives_codes(self) -> bool:
+        return self.kind in CODE_RECEIVING_KINDS
+
+    @property
+    def is_active(self) -> bool:
+        return self.removed_at is None
+
+    def clean(self) -> None:
+        if self.kind in PHONE_KINDS and not self.phone_number:
+            raise ValidationError({"phone_number": _("SMS and voice methods need a phone number.")})
+
+
+class Event(models.Model):
+    """One 2SV event from the identity system (or an admin's lock lift): the source of truth."""
+
+    event_id = models.CharField(max_length=128, unique=True)
+    type = models.CharField(max_length=32, choices=EventType.choices)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events")
+    method = models.ForeignKey(
+        Method, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+    )
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    data = models.JSONField(default=dict, blank=True)
+    # What the fold made of it; rewritten when a late event re-folds the method.
+    outcome = models.CharField(
+        max_length=16, choices=EventOutcome.choices, default=EventOutcome.RECORDED
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["occurred_at", "event_id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(type__in=EventType.values), name="event_type_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["method", "occurred_at", "event_id"], name="event_method_order_idx"),
+            models.Index(fields=["outcome", "occurred_at"], name="event_outcome_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class LookupStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+class Verdict(models.TextChoices):
+    NOT_SENT = "not_sent", _("Not sent")
+    DELIVERED = "delivered", _("Delivered")
+    RECIPIENT_BLOCKED = "recipient_blocked", _("Recipient blocked the sender")
+    CARRIER_FILTERED = "carrier_filtered", _("Carrier filtered")
+    UNREACHABLE = "unreachable", _("Handset unreachable")
+    REGIONAL_PROVIDER_ISSUE = "regional_provider_issue", _("Regional provider issue")
+    PROVIDER_ERROR = "provider_error", _("Provider error")
+
+
+class DeliveryLookup(models.Model):
+    """One "check with ATS" for a method; the row is also its own outbox entry."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="lookups")
+    method = models.ForeignKey(Method, on_delete=models.CASCADE, related_name="lookups")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=LookupStatus.choices, default=LookupStatus.PENDING
+    )
+    verdict = models.CharField(max_length=32, choices=Verdict.choices, blank=True)
+    period_start = models.DateTimeField()
+    tries = models.PositiveSmallIntegerField(default=0)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # At most one lookup per method may be in flight.
+            models.UniqueConstraint(
+                fields=["method"],
+                condition=Q(status__in=["pending", "running"]),
+                name="lookup_one_in_flight_per_method",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=LookupStatus.values), name="lookup_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["method", "-created_at"], name="lookup_method_latest_idx"),
+            models.Index(fields=["status", "created_at"], name="lookup_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Lookup {self.id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """A message the ATS reports for the lookup's number or address."""
+
+    lookup = models.ForeignKey(DeliveryLookup, on_delete=models.CASCADE, related_name="attempts")
+    external_id = models.CharField(max_length=128)
+    sent_at = models.DateTimeField()
+    updated_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16)
+    error_code = models.IntegerField(null=True, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    sender = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["lookup", "external_id"], name="attempt_unique_per_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.sent_at:%Y-%m-%d %H:%M}"
+
+
+class LocalDeliveryRecord(models.Model):
+    """A message record of the local ATS backend (demo and development), editable in the admin."""
+
+    external_id = models.CharField(max_length=128, unique=True, default=uuid.uuid4)
+    to = models.CharField(max_length=254, db_index=True, help_text=_("E.164 number or email"))
+    sender = models.CharField(max_length=64, blank=True)
+    provider = models.CharField(max_length=64, default="twilio")
+    status = models.CharField(
+        max_length=16,
+        choices=[(s, s) for s in ("queued", "sent", "delivered", "undelivered", "failed")],
+    )
+    error_code = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("local ATS delivery record")
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class SenderNumber(models.Model):
+    """A number our codes are sent from: shown in the carrier hint."""
+
+    phone_number = models.CharField(max_length=20, unique=True, validators=[validate_e164])
+    label = models.CharField(max_length=100, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["phone_number"]
+
+    def __str__(self) -> str:
+        return self.phone_number
+
+
+class RegionalAdvisory(models.Model):
+    """A known provider problem reaching numbers of one region (e.g. India)."""
+
+    region = models.CharField(max_length=2, help_text=_("ISO 3166-1 alpha-2, e.g. IN"))
+    message = models.CharField(max_length=500)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["region"]
+        verbose_name_plural = _("regional advisories")
+        constraints = [
+            models.CheckConstraint(condition=Q(region__regex=r"^[A-Z]{2}$"), name="advisory_region_iso"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.region}: {self.message[:40]}"
+
+
+class SessionOutcome(models.TextChoices):
+    RESOLVED = "resolved", _("Resolved")
+    NOT_RESOLVED = "not_resolved", _("Not resolved")
+    ESCALATED = "escalated", _("Escalated")
+
+
+class TroubleshootingSession(models.Model):
+    """An agent working through the article with a customer on the line."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="sessions")
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="twosv_sessions"
+    )
+    method = models.ForeignKey(
+        Method, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
+    )
+    has_device_access = models.BooleanField(null=True, blank=True)
+    has_backup_device_access = models.BooleanField(null=True, blank=True)
+    phone_number_matches = models.BooleanField(null=True, blank=True)
+    phone_verify_tries = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=SessionOutcome.choices, blank=True)
+    helpful = models.BooleanField(null=True, blank=True)
+    comment = models.TextField(blank=True, max_length=2000)
+    # The step shown when the session closed: what "helpful" is about.
+    final_step_code = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(closed_at__isnull=True) | ~Q(outcome=""),
+                name="session_closed_has_outcome",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Session {self.id}"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which customer, when, and with what result. Append-only."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    customer_ref = models.CharField(max_length=64, blank=True, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=128, blank=True)
+    result = models.CharField(max_length=64)
+    details = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = _("audit entries")
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action}"

@@ -1,0 +1,246 @@
+"""The resend lock of a 2SV method, as a pure fold of the method's events.
+
+The event log is the source of truth; a method's lock and resend count are the fold of its
+events in ``(occurred_at, event_id)`` order (SPEC section 3, "Lock policy"). This module knows
+nothing of Django or of the clock: callers pass plain dataclasses and the time of reading.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+__all__ = [
+    "EMPTY",
+    "EventType",
+    "FoldEvent",
+    "Lock",
+    "LockPolicy",
+    "Outcome",
+    "Projection",
+    "apply",
+    "fold",
+    "is_in_order",
+]
+
+_ONE_SECOND_US = 1_000_000
+
+
+class EventType(StrEnum):
+    """The event types the identity system and the admin write to a method's log."""
+
+    METHOD_ENROLLED = "method_enrolled"
+    METHOD_REMOVED = "method_removed"
+    PHONE_NUMBER_CHANGED = "phone_number_changed"
+    CODE_SENT = "code_sent"
+    CODE_RESEND_REQUESTED = "code_resend_requested"
+    CODE_VERIFIED = "code_verified"
+    CODE_REJECTED = "code_rejected"
+    LOCK_LIFTED = "lock_lifted"
+
+
+class Outcome(StrEnum):
+    """What folding one event did to the projection."""
+
+    RECORDED = "recorded"
+    COUNTED = "counted"
+    BLOCKED = "blocked"
+    LOCKED = "locked"
+    RESET = "reset"
+    LIFTED = "lifted"
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    """Raise ValueError unless `value` carries a time zone."""
+    # A naive datetime would either raise TypeError deep inside a comparison or, worse, be read
+    # in whatever zone the process runs in; refuse it at the boundary with a clear message.
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    """When resends lock a method.
+
+    More than `threshold` counted resends inside `window` lock the method for `lock_duration`.
+    """
+
+    threshold: int = 200
+    lock_duration: timedelta = timedelta(hours=24)
+    window: timedelta = timedelta(hours=24)
+
+    def __post_init__(self) -> None:
+        """Reject a policy that could never lock, or never unlock, as the article describes."""
+        if self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+        if self.lock_duration <= timedelta(0):
+            raise ValueError(
+                f"lock_duration must be positive, got {self.lock_duration}"
+            )
+        if self.window <= timedelta(0):
+            raise ValueError(f"window must be positive, got {self.window}")
+
+
+@dataclass(frozen=True)
+class FoldEvent:
+    """The part of a stored event that the lock fold reads."""
+
+    event_id: str
+    type: str
+    occurred_at: datetime
+
+    def __post_init__(self) -> None:
+        """Reject a naive `occurred_at`."""
+        _require_aware(self.occurred_at, "occurred_at")
+
+    @property
+    def key(self) -> tuple[datetime, str]:
+        """Return the event's place in the fold order: ``(occurred_at, event_id)``."""
+        return (self.occurred_at, self.event_id)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A lock on a method, from `locked_at` until `locked_until` unless lifted earlier."""
+
+    locked_at: datetime
+    locked_until: datetime
+    lifted_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        """Reject naive datetimes."""
+        _require_aware(self.locked_at, "locked_at")
+        _require_aware(self.locked_until, "locked_until")
+        if self.lifted_at is not None:
+            _require_aware(self.lifted_at, "lifted_at")
+
+    def active_at(self, x: datetime) -> bool:
+        """Return True when the lock holds at `x`.
+
+        It holds from `locked_at` up to, not including, `locked_until`, unless lifted at or
+        before `x`.
+        """
+        _require_aware(x, "x")
+        if self.lifted_at is not None and self.lifted_at <= x:
+            return False
+        return self.locked_at <= x < self.locked_until
+
+    def seconds_remaining(self, x: datetime) -> int:
+        """Return the whole seconds left at `x`, rounded up; 0 when the lock is not active."""
+        if not self.active_at(x):
+            return 0
+        # Integer microseconds, not total_seconds(): a float can round 86399.000001 s down to
+        # 86399 and the panel would show a lock that ends a second before it does.
+        micros = (self.locked_until - x) // timedelta(microseconds=1)
+        return -(-micros // _ONE_SECOND_US)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A method's lock state after folding its events in order.
+
+    `resend_times` holds the counted resends since the last reset, oldest first; it is pruned to
+    the window as of the latest counted resend and never holds more than the threshold, so
+    applying one more event costs O(threshold) whatever the length of the history.
+    """
+
+    resend_times: tuple[datetime, ...] = ()
+    lock: Lock | None = None
+    last_key: tuple[datetime, str] | None = None
+
+    def resend_count(self, now: datetime, policy: LockPolicy) -> int:
+        """Return the counted resends inside the window at `now` (those after ``now - window``)."""
+        _require_aware(now, "now")
+        # Resends folded after `now` (a reader whose clock lags the producer's) still count:
+        # hiding them would understate how close the method is to locking.
+        return len(self.resend_times) - bisect_right(
+            self.resend_times, now - policy.window
+        )
+
+    def is_locked(self, now: datetime) -> bool:
+        """Return True when the method's latest lock is active at `now`."""
+        _require_aware(now, "now")
+        return self.lock is not None and self.lock.active_at(now)
+
+
+EMPTY = Projection()
+
+
+def is_in_order(projection: Projection, event: FoldEvent) -> bool:
+    """Return True when `event` sorts after every event already folded.
+
+    Such an event can be applied incrementally; any other one needs a re-fold.
+    """
+    return projection.last_key is None or event.key > projection.last_key
+
+
+def apply(
+    projection: Projection, event: FoldEvent, policy: LockPolicy
+) -> tuple[Projection, Outcome]:
+    """Fold one event that sorts after the projection's last_key.
+
+    Cost O(threshold) at most, independent of the history's length.
+
+    Raise ValueError when `event` does not sort after `projection.last_key`: folding it would
+    give a projection that depends on arrival order, so the caller must re-fold instead.
+    """
+    if not is_in_order(projection, event):
+        raise ValueError(
+            f"event {event.event_id!r} at {event.occurred_at.isoformat()} does not sort after "
+            f"the last folded event {projection.last_key!r}; re-fold the history instead"
+        )
+    t = event.occurred_at
+    folded = replace(projection, last_key=event.key)
+
+    if event.type == EventType.CODE_RESEND_REQUESTED:
+        if projection.is_locked(t):
+            # Blocked requests are kept in the log but neither count nor extend the lock, or a
+            # customer hammering "resend" would stay locked forever.
+            return folded, Outcome.BLOCKED
+        # Times are ascending (events arrive in key order), so the ones that fell out of the
+        # window form a prefix; a request exactly at t - window is out.
+        kept = projection.resend_times[
+            bisect_right(projection.resend_times, t - policy.window) :
+        ]
+        if len(kept) + 1 > policy.threshold:
+            new_lock = Lock(locked_at=t, locked_until=t + policy.lock_duration)
+            return replace(folded, resend_times=(), lock=new_lock), Outcome.LOCKED
+        return replace(folded, resend_times=(*kept, t)), Outcome.COUNTED
+
+    if event.type == EventType.CODE_VERIFIED:
+        return folded, Outcome.RESET
+
+    if event.type == EventType.LOCK_LIFTED:
+        lock = projection.lock
+        # Only an active lock gets a lifted_at: stamping an expired or already lifted lock
+        # would rewrite when it really ended.
+        if lock is not None and lock.active_at(t):
+            lock = replace(lock, lifted_at=t)
+        return replace(folded, resend_times=(), lock=lock), Outcome.LIFTED
+
+    # Enrolment, removal, number changes, first sends and rejected codes don't touch the lock;
+    # unknown types are recorded too, so a new producer event can't break the fold.
+    return folded, Outcome.RECORDED
+
+
+def fold(
+    events: Iterable[FoldEvent], policy: LockPolicy
+) -> tuple[Projection, list[tuple[FoldEvent, Outcome]]]:
+    """Fold a method's whole history.
+
+    Drop duplicate event_ids (keep the first seen), sort by key, apply in order; return the
+    projection and each event's outcome in fold order.
+    """
+    unique: dict[str, FoldEvent] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)
+
+    projection = EMPTY
+    outcomes: list[tuple[FoldEvent, Outcome]] = []
+    for event in sorted(unique.values(), key=lambda e: e.key):
+        projection, outcome = apply(projection, event, policy)
+        outcomes.append((event, outcome))
+    return projection, outcomes
