@@ -1,10 +1,13 @@
 """A real ATS HTTP server on 127.0.0.1 for tests.
 
-Use the `ats_server` fixture (`from tests.ats_server import ats_server  # noqa: F401`),
-or `with AtsTestServer() as server:` outside pytest. By default it serves the
-messages added with `add_message`, filtered by `to` and `since` and paged by
-`page_size`; `script()` queues exact responses (errors, delays, broken bodies) that
-are served first, one per request, in order.
+The fixtures `ats_server` and `ats_refused_url` come in as a plugin:
+`pytest_plugins = ["tests.ats_server"]` (tests/conftest.py does it; a module run with
+--noconftest can too). Importing the fixture by name also works but needs
+`# noqa: F811` wherever a test takes it. Outside pytest: `with AtsTestServer() as s:`.
+
+By default the server serves the messages added with `add_message`, filtered by `to`
+and `since` and paged by `page_size`; `script()` queues exact responses (errors,
+delays, broken bodies) that are served first, one per request, in order.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class AtsTestServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             name="ats-test-server",
             daemon=True,
         )

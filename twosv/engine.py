@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 
@@ -330,12 +330,17 @@ def _describe(method: MethodFacts) -> str:
     )
 
 
+def _sentence(text: str) -> str:
+    """Return `text` with its first letter upper-cased (the rest untouched)."""
+    return text[:1].upper() + text[1:]
+
+
 def _format_time(moment: datetime | None) -> str:
     if moment is None:
         return _("an unknown time")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _format_duration(seconds: int) -> str:
@@ -372,7 +377,7 @@ def _why_not_primary(s: _Situation) -> str:
         return _(
             '{method} is locked until {until} after more than {threshold} "resend code" requests.'
         ).format(
-            method=_describe(method).capitalize(),
+            method=_sentence(_describe(method)),
             until=_format_time(method.locked_until),
             threshold=s.facts.lock_threshold,
         )
@@ -411,11 +416,8 @@ def _lookup_action(facts: Facts, label: str) -> Action:
 
 
 def _no_2sv_enrolled(s: _Situation, rule: str) -> Step:
-    removed = sum(1 for m in s.facts.methods if not m.active)
-    if removed:
-        reason = _("All {count} 2SV methods on file were removed; none is active.").format(
-            count=removed
-        )
+    if s.facts.methods:
+        reason = _("Every 2SV method on file for this customer was removed.")
     else:
         reason = _("No 2SV method is on file for this customer.")
     return Step(
@@ -545,7 +547,7 @@ def _cancel_2sv_no_device_access(s: _Situation, rule: str) -> Step:
     if s.backup is None:
         parts.append(_("There is no usable backup method."))
     else:
-        parts.append(_("The customer has no access to the backup device either."))
+        parts.append(_("The customer has no access to the backup device."))
     return Step(
         code="cancel_2sv_no_device_access",
         title=_("Cancel 2SV: no access to the device"),
@@ -611,7 +613,7 @@ def _problem_lies_elsewhere(s: _Situation, rule: str) -> Step:
                 "this account and that the phone's date and time are set automatically."
             )
         reason = _("{method} doesn't receive codes, so there is no delivery to check.").format(
-            method=_describe(method).capitalize()
+            method=_sentence(_describe(method))
         )
     else:
         instructions = _(
@@ -760,6 +762,11 @@ def _check_carrier_block(s: _Situation, rule: str) -> Step:
             "The delivery lookup finished at {finished} shows the latest message to {method} "
             "was blocked by the recipient."
         )
+    elif method.kind == "email":
+        reason = _(
+            "The delivery lookup finished at {finished} shows the latest message to {method} "
+            "was filtered or blocked on its way."
+        )
     else:
         reason = _(
             "The delivery lookup finished at {finished} shows the latest message to {method} "
@@ -771,24 +778,32 @@ def _check_carrier_block(s: _Situation, rule: str) -> Step:
         instructions=instructions,
         reason=reason.format(finished=_lookup_finished(s), method=_describe(method)),
         rule=rule,
-        article_section=SECTION_NOT_RECEIVING,
+        article_section=SECTION_NOT_RECEIVING if method.kind in PHONE_KINDS else None,
         method_id=method.method_id,
     )
 
 
 def _check_handset_reachable(s: _Situation, rule: str) -> Step:
+    if s.method.kind == "email":
+        instructions = _(
+            "ATS couldn't deliver to the customer's email address: the mailbox may be full or "
+            "no longer in use. Ask the customer to make sure they can receive mail at that "
+            "address, then try once more."
+        )
+    else:
+        instructions = _(
+            "ATS couldn't reach the customer's phone: it may be off or out of coverage, or "
+            "the number can't receive text messages (a landline, for example). Ask the "
+            "customer to make sure the phone is on, has signal and can receive text "
+            "messages, then try once more."
+        )
     return Step(
         code="check_handset_reachable",
-        title=_("Check that the phone can receive messages"),
-        instructions=_(
-            "ATS couldn't reach the customer's {destination}: the phone may be off or out of "
-            "coverage, or the number can't receive text messages (a landline, for example). "
-            "Ask the customer to make sure the phone is on, has signal and can receive text "
-            "messages, then try once more."
-        ).format(destination=_destination(s.method)),
+        title=_("Check that the device can receive messages"),
+        instructions=instructions,
         reason=_(
             "The delivery lookup finished at {finished} shows the latest message to {method} "
-            "couldn't reach the handset."
+            "couldn't reach the recipient."
         ).format(finished=_lookup_finished(s), method=_describe(s.method)),
         rule=rule,
         article_section=SECTION_GENERAL,
@@ -800,7 +815,9 @@ def _regional_provider_issue(s: _Situation, rule: str) -> Step:
     method = s.method
     message = s.facts.regional_advisories.get(method.phone_region or "")
     if message is None:
-        message = _("Our text message provider Twilio might have problems reaching you.")
+        message = _(
+            "Our text message provider Twilio might have problems reaching numbers in this region."
+        )
     return Step(
         code="regional_provider_issue",
         title=_("Known provider problem in this region"),
@@ -811,7 +828,8 @@ def _regional_provider_issue(s: _Situation, rule: str) -> Step:
         ).format(advisory=message),
         reason=_(
             "The delivery lookup finished at {finished} shows the latest message to {method} "
-            "failed, and the number's region ({region}) has a provider advisory."
+            "failed, and ATS put it down to the provider's problems in the number's region "
+            "({region})."
         ).format(
             finished=_lookup_finished(s),
             method=_describe(method),

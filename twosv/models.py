@@ -18,7 +18,9 @@ customer_id_validator = RegexValidator(
 def validate_e164(value: str) -> None:
     """Refuse anything that is not a valid phone number written in E.164 (+ and digits)."""
     if not value.startswith("+") or not value[1:].isdigit():
-        raise ValidationError(_("Enter the number in E.164 format, e.g. +14155550100."), code="e164")
+        raise ValidationError(
+            _("Enter the number in E.164 format, e.g. +14155550100."), code="e164"
+        )
     try:
         parsed = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException as exc:
@@ -99,7 +101,7 @@ class Method(models.Model):
     visible_in_crm = models.BooleanField()
     enrolled_at = models.DateTimeField()
     removed_at = models.DateTimeField(null=True, blank=True)
-    # When the number on file was last set, so a late phone_number_changed can't overwrite a newer one.
+    # When the number on file was last set: a late phone_number_changed must not overwrite it.
     phone_changed_at = models.DateTimeField(null=True, blank=True)
 
     # Lock projection.
@@ -177,7 +179,9 @@ class Event(models.Model):
             models.CheckConstraint(condition=Q(type__in=EventType.values), name="event_type_valid"),
         ]
         indexes = [
-            models.Index(fields=["method", "occurred_at", "event_id"], name="event_method_order_idx"),
+            models.Index(
+                fields=["method", "occurred_at", "event_id"], name="event_method_order_idx"
+            ),
             models.Index(fields=["outcome", "occurred_at"], name="event_outcome_idx"),
         ]
 
@@ -260,7 +264,9 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["-sent_at"]
         constraints = [
-            models.UniqueConstraint(fields=["lookup", "external_id"], name="attempt_unique_per_lookup"),
+            models.UniqueConstraint(
+                fields=["lookup", "external_id"], name="attempt_unique_per_lookup"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -316,7 +322,9 @@ class RegionalAdvisory(models.Model):
         ordering = ["region"]
         verbose_name_plural = _("regional advisories")
         constraints = [
-            models.CheckConstraint(condition=Q(region__regex=r"^[A-Z]{2}$"), name="advisory_region_iso"),
+            models.CheckConstraint(
+                condition=Q(region__regex=r"^[A-Z]{2}$"), name="advisory_region_iso"
+            ),
         ]
 
     def __str__(self) -> str:

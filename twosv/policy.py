@@ -77,9 +77,7 @@ class LockPolicy:
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {self.threshold}")
         if self.lock_duration <= timedelta(0):
-            raise ValueError(
-                f"lock_duration must be positive, got {self.lock_duration}"
-            )
+            raise ValueError(f"lock_duration must be positive, got {self.lock_duration}")
         if self.window <= timedelta(0):
             raise ValueError(f"window must be positive, got {self.window}")
 
@@ -156,9 +154,7 @@ class Projection:
         _require_aware(now, "now")
         # Resends folded after `now` (a reader whose clock lags the producer's) still count:
         # hiding them would understate how close the method is to locking.
-        return len(self.resend_times) - bisect_right(
-            self.resend_times, now - policy.window
-        )
+        return len(self.resend_times) - bisect_right(self.resend_times, now - policy.window)
 
     def is_locked(self, now: datetime) -> bool:
         """Return True when the method's latest lock is active at `now`."""
@@ -202,16 +198,14 @@ def apply(
             return folded, Outcome.BLOCKED
         # Times are ascending (events arrive in key order), so the ones that fell out of the
         # window form a prefix; a request exactly at t - window is out.
-        kept = projection.resend_times[
-            bisect_right(projection.resend_times, t - policy.window) :
-        ]
+        kept = projection.resend_times[bisect_right(projection.resend_times, t - policy.window) :]
         if len(kept) + 1 > policy.threshold:
             new_lock = Lock(locked_at=t, locked_until=t + policy.lock_duration)
             return replace(folded, resend_times=(), lock=new_lock), Outcome.LOCKED
         return replace(folded, resend_times=(*kept, t)), Outcome.COUNTED
 
     if event.type == EventType.CODE_VERIFIED:
-        return folded, Outcome.RESET
+        return replace(folded, resend_times=()), Outcome.RESET
 
     if event.type == EventType.LOCK_LIFTED:
         lock = projection.lock

@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from twosv import errors as domain
+
 
 class ErrorCode(StrEnum):
     """Every machine-readable error code the API answers with. Clients match on these."""
@@ -36,6 +38,24 @@ class ErrorCode(StrEnum):
     TOO_MANY_TRIES = "too_many_tries"
     SESSION_CLOSED = "session_closed"
     BATCH_TOO_LARGE = "batch_too_large"
+    UNKNOWN_FIELD = "unknown_field"
+    CONFLICT = "conflict"
+
+
+_DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.InvalidInput: status.HTTP_400_BAD_REQUEST,
+    domain.NotFound: status.HTTP_404_NOT_FOUND,
+    domain.Forbidden: status.HTTP_403_FORBIDDEN,
+    domain.Conflict: status.HTTP_409_CONFLICT,
+    domain.TooManyTries: status.HTTP_429_TOO_MANY_REQUESTS,
+}
+
+
+def domain_error_status(exc: domain.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _DOMAIN_STATUS:
+            return _DOMAIN_STATUS[cls]
+    return status.HTTP_400_BAD_REQUEST
 
 
 class ApiError(exceptions.APIException):
@@ -55,17 +75,17 @@ class ApiError(exceptions.APIException):
         self.status_code = status_code
 
 
-def _first_validation_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
+def first_validation_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
     """Return (field, code, message) of the first error in a ValidationError's detail tree."""
     if isinstance(detail, dict):
         for key, value in detail.items():
             name = key if key != "non_field_errors" else ""
             path = f"{prefix}.{name}" if prefix and name else (name or prefix)
-            return _first_validation_error(value, path)
+            return first_validation_error(value, path)
     if isinstance(detail, list) and detail:
         first = detail[0]
         if isinstance(first, dict | list):
-            return _first_validation_error(first, prefix)
+            return first_validation_error(first, prefix)
         return (prefix or None, getattr(first, "code", "invalid") or "invalid", str(first))
     return (prefix or None, getattr(detail, "code", "invalid") or "invalid", str(detail))
 
@@ -79,6 +99,10 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every API error in the one error shape, keeping DRF's status and headers."""
+    if isinstance(exc, domain.DomainError):
+        return Response(
+            error_body(exc.code, exc.message, exc.field), status=domain_error_status(exc)
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -89,7 +113,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ApiError):
         response.data = error_body(exc.error_code.value, str(exc.detail), exc.field)
     elif isinstance(exc, exceptions.ValidationError):
-        field, code, message = _first_validation_error(exc.detail)
+        field, code, message = first_validation_error(exc.detail)
         if code not in {c.value for c in ErrorCode}:
             code = ErrorCode.INVALID.value
         response.data = error_body(code, message, field)

@@ -1,0 +1,171 @@
+"""Event ingestion for the identity system: one event, or a batch of up to 500."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm_plugin.api.errors import ErrorCode, error_body, first_validation_error
+from crm_plugin.api.permissions import IsEventProducer
+from crm_plugin.api.representations import MethodOutput
+from twosv import services
+from twosv.errors import DomainError
+from twosv.models import EventType
+from twosv.selectors import method_state
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(minutes=5)
+MAX_BATCH = 500
+
+
+class AwareDateTimeField(serializers.Field):
+    """An ISO 8601 timestamp that must carry a time zone."""
+
+    default_error_messages = {
+        "invalid": "Use ISO 8601 with a time zone, e.g. 2026-01-31T12:00:00Z.",
+        "naive": "The timestamp needs a time zone (Z or +hh:mm).",
+    }
+
+    def to_internal_value(self, data: Any) -> datetime:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            parsed = parse_datetime(data)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            self.fail("invalid")
+        if timezone.is_naive(parsed):
+            self.fail("naive")
+        return parsed
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class EventInput(serializers.Serializer):
+    event_id = serializers.CharField(min_length=1, max_length=128, trim_whitespace=False)
+    type = serializers.ChoiceField(choices=EventType.values)
+    customer_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,64}\Z", max_length=64, trim_whitespace=False
+    )
+    occurred_at = AwareDateTimeField()
+    data = serializers.DictField(child=serializers.JSONField())  # type: ignore[assignment]
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["An event is a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]}
+            )
+        return super().to_internal_value(data)
+
+    def validate_event_id(self, value: str) -> str:
+        if not value.isprintable():
+            raise serializers.ValidationError("event_id must be printable characters.")
+        return value
+
+    def validate_occurred_at(self, value: datetime) -> datetime:
+        if value < EARLIEST:
+            raise serializers.ValidationError("occurred_at is before 2000-01-01.")
+        if value > timezone.now() + MAX_FUTURE:
+            raise serializers.ValidationError("occurred_at is more than 5 minutes in the future.")
+        return value
+
+
+class EventResultOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["accepted", "duplicate"])
+    method = MethodOutput(allow_null=True)
+
+
+def _ingest(validated: dict[str, Any]) -> services.IngestResult:
+    return services.event_ingest(
+        event_id=validated["event_id"],
+        event_type=validated["type"],
+        customer_id=validated["customer_id"],
+        occurred_at=validated["occurred_at"],
+        data=validated["data"],
+    )
+
+
+def _result_body(result: services.IngestResult) -> dict[str, Any]:
+    now = timezone.now()
+    state = method_state(result.method, now=now) if result.method is not None else None
+    return EventResultOutput({"status": result.status, "method": state}).data
+
+
+class EventCreateApi(APIView):
+    permission_classes = [IsEventProducer]
+    throttle_scope = "producer"
+
+    @extend_schema(
+        request=EventInput,
+        responses={201: EventResultOutput, 200: EventResultOutput},
+        summary="Push one 2SV event",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EventInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = _ingest(serializer.validated_data)
+        code = status.HTTP_201_CREATED if result.status == "accepted" else status.HTTP_200_OK
+        return Response(_result_body(result), status=code)
+
+
+class BatchInput(serializers.Serializer):
+    events = serializers.ListField(child=serializers.JSONField(), max_length=MAX_BATCH)
+
+
+class BatchResultOutput(serializers.Serializer):
+    event_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
+    error = serializers.DictField(required=False)
+    method = MethodOutput(required=False, allow_null=True)
+
+
+class BatchOutput(serializers.Serializer):
+    results = BatchResultOutput(many=True)
+
+
+class EventBatchApi(APIView):
+    permission_classes = [IsEventProducer]
+    throttle_scope = "producer"
+
+    @extend_schema(
+        request=BatchInput, responses={200: BatchOutput}, summary="Push up to 500 events"
+    )
+    def post(self, request: Request) -> Response:
+        batch = BatchInput(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results = [self._one(raw) for raw in batch.validated_data["events"]]
+        return Response({"results": results})
+
+    def _one(self, raw: Any) -> dict[str, Any]:
+        """Ingest one event of a batch; a rejected one doesn't stop the rest."""
+        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        if not isinstance(event_id, str):
+            event_id = None
+        serializer = EventInput(data=raw)
+        if not serializer.is_valid():
+            field, code, message = first_validation_error(serializer.errors)
+            if code not in {c.value for c in ErrorCode}:
+                code = ErrorCode.INVALID.value
+            return {"event_id": event_id, "status": "rejected", **error_body(code, message, field)}
+        try:
+            result = _ingest(serializer.validated_data)
+        except DomainError as exc:
+            return {
+                "event_id": event_id,
+                "status": "rejected",
+                **error_body(exc.code, exc.message, exc.field),
+            }
+        return {"event_id": event_id, **_result_body(result)}

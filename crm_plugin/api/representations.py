@@ -1,0 +1,38 @@
+"""Output serializers shared by several endpoints. Every field is named: an allow-list."""
+
+from rest_framework import serializers
+
+
+class MaskedPhoneOutput(serializers.Serializer):
+    masked = serializers.CharField()
+    country_code = serializers.IntegerField()
+    region = serializers.CharField(allow_null=True)
+
+
+class LockOutput(serializers.Serializer):
+    locked_at = serializers.DateTimeField()
+    locked_until = serializers.DateTimeField()
+    seconds_remaining = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class ResendsOutput(serializers.Serializer):
+    count = serializers.IntegerField(source="resend_count")
+    threshold = serializers.IntegerField(source="resend_threshold")
+
+
+class MethodOutput(serializers.Serializer):
+    """A method as agents and producers see it (renders a selectors.MethodState)."""
+
+    id = serializers.CharField(source="method.method_id")
+    kind = serializers.CharField(source="method.kind")
+    role = serializers.CharField(source="method.role")
+    hidden_from_crm = serializers.SerializerMethodField()
+    label = serializers.CharField(source="method.label")  # type: ignore[assignment]
+    phone = MaskedPhoneOutput(allow_null=True)
+    status = serializers.ChoiceField(choices=["active", "locked", "removed"])
+    lock = LockOutput(allow_null=True)
+    resends = ResendsOutput(source="*")
+
+    def get_hidden_from_crm(self, obj: object) -> bool:
+        return not obj.method.visible_in_crm  # type: ignore[attr-defined]
