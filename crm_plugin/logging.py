@@ -4,7 +4,8 @@ import logging
 import re
 
 # Anything that looks like an E.164 number or a long run of digits with phone punctuation.
-_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+# Lookarounds keep hex ids and other alphanumeric tokens (request ids, UUIDs) intact.
+_PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{6,}\d(?![\w])")
 
 
 def mask_phone_numbers(text: str) -> str:

@@ -104,3 +104,66 @@ def producer_client(producer) -> APIClient:
 @pytest.fixture
 def staff_client(staff) -> APIClient:
     return _client_for(staff)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety net for the whole suite: no response body may carry a customer's full phone number.
+# Numbers are collected as they are saved (no queries, so query-count tests are unaffected)
+# and every response the test client received is scanned when the test ends.
+# ---------------------------------------------------------------------------------------------
+
+# The local ATS records are the one place an admin edits a raw number (demo data, by design).
+_SCAN_EXEMPT_PREFIXES = ("/admin/twosv/localdeliveryrecord/",)
+
+
+def _number_forms(e164: str) -> set[str]:
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return set()
+    forms = {
+        e164,
+        e164.lstrip("+"),
+        str(parsed.national_number),
+        phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+        phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL),
+    }
+    return {form for form in forms if len(form) >= 7}
+
+
+@pytest.fixture(autouse=True)
+def no_full_phone_numbers_in_responses(monkeypatch: pytest.MonkeyPatch):
+    from django.db.models.signals import post_save
+    from django.test.client import Client
+
+    from twosv.models import Event, Method
+
+    stored: set[str] = set()
+    bodies: list[tuple[str, bytes]] = []
+
+    def collect(sender, instance, **kwargs):
+        number = getattr(instance, "phone_number", "") or (
+            instance.data.get("phone_number", "") if isinstance(instance, Event) else ""
+        )
+        if isinstance(number, str) and number:
+            stored.update(_number_forms(number))
+
+    post_save.connect(collect, sender=Method, weak=False, dispatch_uid="scan-method")
+    post_save.connect(collect, sender=Event, weak=False, dispatch_uid="scan-event")
+    original = Client.request
+
+    def recording_request(self, **request):
+        response = original(self, **request)
+        path = request.get("PATH_INFO", "")
+        if not getattr(response, "streaming", False) and not path.startswith(_SCAN_EXEMPT_PREFIXES):
+            bodies.append((path, response.content))
+        return response
+
+    monkeypatch.setattr(Client, "request", recording_request)
+    yield
+    post_save.disconnect(sender=Method, dispatch_uid="scan-method")
+    post_save.disconnect(sender=Event, dispatch_uid="scan-event")
+    leaks = [(path, form) for path, body in bodies for form in stored if form.encode() in body]
+    assert not leaks, f"full phone numbers in responses: {leaks[:5]}"

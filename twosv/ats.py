@@ -389,3 +389,74 @@ def backoff_seconds(
     if retry_after is not None:
         delay = max(delay, min(max(retry_after, 0.0), cap))
     return min(delay, cap)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends chosen by settings. Django is imported inside the functions so that this module
+# stays importable (and its rules testable) without Django settings.
+# ---------------------------------------------------------------------------------------------
+
+
+class LocalAtsClient:
+    """Answer from `LocalDeliveryRecord` rows (demo and development, editable in the admin)."""
+
+    def __repr__(self) -> str:
+        return "LocalAtsClient()"
+
+    def messages(self, *, to: str, since: datetime) -> list[AtsMessage]:
+        """Return the records sent to `to` created at or after `since`, oldest first."""
+        from twosv.models import LocalDeliveryRecord
+
+        if not to:
+            raise ValueError("recipient must not be empty")
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("since must be timezone-aware")
+        records = LocalDeliveryRecord.objects.filter(to=to, created_at__gte=since).order_by(
+            "created_at", "pk"
+        )
+        found: list[AtsMessage] = []
+        for record in records:
+            if record.status not in STATUSES:
+                # Only the admin form checks the choices; say which record is wrong.
+                raise AtsPermanentError(
+                    f"Local delivery record {record.external_id} has an unknown status "
+                    f"{record.status[:40]!r}"
+                )
+            found.append(
+                AtsMessage(
+                    id=record.external_id,
+                    to=record.to,
+                    sender=record.sender,
+                    provider=record.provider,
+                    status=record.status,
+                    error_code=record.error_code,
+                    created_at=record.created_at,
+                    updated_at=record.updated_at,
+                )
+            )
+        return found
+
+
+def ats_client_from_settings() -> AtsClient:
+    """Return the ATS client `TWOSV_ATS_BACKEND` names (`http` or `local`), built from settings.
+
+    Raise `AtsPermanentError` when the backend is misconfigured: asking again won't fix it.
+    """
+    from django.conf import settings
+
+    backend = settings.TWOSV_ATS_BACKEND
+    if backend == "local":
+        return LocalAtsClient()
+    if backend == "http":
+        try:
+            return HttpAtsClient(
+                base_url=settings.ATS_BASE_URL,
+                token=settings.ATS_TOKEN,
+                connect_timeout=settings.ATS_CONNECT_TIMEOUT,
+                read_timeout=settings.ATS_READ_TIMEOUT,
+            )
+        except ValueError as exc:
+            raise AtsPermanentError(f"The ATS is not configured correctly: {exc}") from exc
+    raise AtsPermanentError(
+        f"Unknown ATS backend {str(backend)[:40]!r}; TWOSV_ATS_BACKEND must be 'http' or 'local'"
+    )

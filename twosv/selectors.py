@@ -1,15 +1,24 @@
 """Reads: the one way in to a customer, and the facts the policy and engine work on."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import phonenumbers
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from twosv import policy
+from twosv import engine, policy
 from twosv.errors import NotFound
-from twosv.models import Customer, Method, customer_id_validator
+from twosv.models import (
+    Customer,
+    DeliveryLookup,
+    Method,
+    RegionalAdvisory,
+    SenderNumber,
+    TroubleshootingSession,
+    customer_id_validator,
+)
 
 
 def lock_policy() -> policy.LockPolicy:
@@ -154,3 +163,132 @@ def method_state(method: Method, *, now: datetime) -> MethodState:
 def _human(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:g} hours" if hours >= 1 else f"{delta.total_seconds() / 60:g} minutes"
+
+
+# ---------------------------------------------------------------------------------------------
+# The customer's 2SV state and the next step (the engine's input, built in a fixed few queries)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwosvState:
+    customer: Customer
+    server_time: datetime
+    methods: tuple[MethodState, ...]
+    latest_lookup: DeliveryLookup | None
+    decision: engine.Decision
+
+
+def _method_facts(state: MethodState) -> engine.MethodFacts:
+    method = state.method
+    return engine.MethodFacts(
+        method_id=method.method_id,
+        kind=method.kind,
+        role=method.role,
+        active=state.status != "removed",
+        locked=state.status == "locked",
+        seconds_remaining=state.lock.seconds_remaining if state.lock else None,
+        locked_until=state.lock.locked_until if state.lock else None,
+        resend_count=state.resend_count,
+        has_phone=bool(method.phone_number),
+        phone_region=state.phone.region if state.phone else None,
+        visible_in_crm=method.visible_in_crm,
+        enrolled_at=method.enrolled_at,
+    )
+
+
+def _lookup_facts(lookup: DeliveryLookup) -> engine.LookupFacts:
+    return engine.LookupFacts(
+        lookup_id=str(lookup.id),
+        method_id=lookup.method.method_id,
+        status=lookup.status,
+        verdict=lookup.verdict or None,
+        created_at=lookup.created_at,
+        finished_at=lookup.finished_at,
+    )
+
+
+def sender_numbers_display() -> tuple[str, ...]:
+    """Return the active sender numbers formatted for reading aloud (+1 480-360-5516)."""
+    numbers = SenderNumber.objects.filter(active=True).values_list("phone_number", flat=True)
+    return tuple(
+        phonenumbers.format_number(
+            phonenumbers.parse(number, None), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        )
+        for number in numbers
+    )
+
+
+def regional_advisories() -> dict[str, str]:
+    """Return the active regional provider advisories as {region: message}."""
+    return dict(RegionalAdvisory.objects.filter(active=True).values_list("region", "message"))
+
+
+def latest_lookup_for(method: Method) -> DeliveryLookup | None:
+    return method.lookups.order_by("-created_at").first()
+
+
+def customer_twosv_state(
+    *,
+    customer: Customer,
+    now: datetime,
+    session: TroubleshootingSession | None = None,
+) -> TwosvState:
+    """Return every method's state, the latest lookup for P and the next step.
+
+    A constant number of queries whatever the length of the event history: the projection is
+    stored on each method row, so no event is read.
+    """
+    states = tuple(method_state(m, now=now) for m in customer.methods.all())
+    by_id = {state.method_id: state.method for state in states}
+    by_pk = {state.method.pk: state.method for state in states}
+    answers = engine.Answers()
+    session_id = session_method_id = None
+    if session is not None:
+        answers = engine.Answers(
+            has_device_access=session.has_device_access,
+            has_backup_device_access=session.has_backup_device_access,
+            phone_number_matches=session.phone_number_matches,
+        )
+        session_id = str(session.id)
+        # The FK's pk, not session.method: the method is already loaded among the states.
+        chosen = by_pk.get(session.method_id) if session.method_id is not None else None
+        session_method_id = chosen.method_id if chosen is not None else None
+    facts = engine.Facts(
+        now=now,
+        customer_id=customer.customer_id,
+        methods=tuple(_method_facts(state) for state in states),
+        answers=answers,
+        session_id=session_id,
+        session_method_id=session_method_id,
+        lock_threshold=settings.TWOSV_RESEND_LOCK_THRESHOLD,
+        lookup_freshness=settings.TWOSV_LOOKUP_FRESHNESS,
+        sender_numbers=sender_numbers_display(),
+        regional_advisories=regional_advisories(),
+        cancel_2sv_url=settings.TWOSV_CANCEL_2SV_URL,
+    )
+    primary = engine.primary_method(facts)
+    lookup = latest_lookup_for(by_id[primary.method_id]) if primary is not None else None
+    if lookup is not None:
+        # Already loaded: spare the query the lookup's method would cost.
+        lookup.method = by_id[primary.method_id]  # type: ignore[union-attr]
+        facts = replace(facts, latest_lookup=_lookup_facts(lookup))
+    return TwosvState(
+        customer=customer,
+        server_time=now,
+        methods=states,
+        latest_lookup=lookup,
+        decision=engine.decide(facts),
+    )
+
+
+def access_session(*, session_id: str, user: Any) -> TroubleshootingSession:
+    """Return the agent's own session (any session for a superuser) or raise NotFound."""
+    sessions = TroubleshootingSession.objects.select_related("customer", "agent")
+    if not user.is_superuser:
+        # Another agent's session answers as if it didn't exist: ids can't be probed.
+        sessions = sessions.filter(agent=user)
+    session = sessions.filter(pk=session_id).first()
+    if session is None:
+        raise NotFound("No troubleshooting session with this id.", code="unknown_session")
+    return session

@@ -6,10 +6,13 @@ the method before its events are folded, so concurrent events for one method ser
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import phonenumbers
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -18,7 +21,7 @@ from django.utils import timezone
 
 from twosv import policy
 from twosv.audit import NO_CONTEXT, AuditContext, audit_record
-from twosv.errors import Conflict, Forbidden, InvalidInput
+from twosv.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyTries
 from twosv.models import (
     PHONE_KINDS,
     Customer,
@@ -27,6 +30,7 @@ from twosv.models import (
     Method,
     MethodKind,
     MethodRole,
+    TroubleshootingSession,
     validate_e164,
 )
 from twosv.selectors import lock_policy, method_projection
@@ -133,13 +137,17 @@ def _clean_enrolment(data: dict[str, Any]) -> dict[str, Any]:
     if email is not None:
         if kind != MethodKind.EMAIL or not isinstance(email, str):
             raise InvalidInput("Only email methods have an email address.", field="data.email")
+        # The validator allows 320 characters; the column holds 254 (PostgreSQL would refuse).
+        if len(email) > Method._meta.get_field("email").max_length:  # type: ignore[operator]
+            raise InvalidInput("Not a valid email address.", field="data.email")
         try:
             validate_email(email)
         except ValidationError as exc:
             raise InvalidInput("Not a valid email address.", field="data.email") from exc
     label = data.get("label", "")
-    if not isinstance(label, str) or len(label) > 100:
-        raise InvalidInput("label must be a string of at most 100 characters.", field="data.label")
+    # Printable only: NUL and lone surrogates can't be stored (PostgreSQL and UTF-8 refuse them).
+    if not isinstance(label, str) or len(label) > 100 or not label.isprintable():
+        raise InvalidInput("label must be at most 100 printable characters.", field="data.label")
     visible = data.get("visible_in_crm", role == MethodRole.PRIMARY)
     if not isinstance(visible, bool):
         raise InvalidInput("visible_in_crm must be true or false.", field="data.visible_in_crm")
@@ -187,8 +195,10 @@ def _ingest_locked(
     method_id = data["method_id"]
     # Lock the method row first: every event of one method then serializes here, and the
     # duplicate check below sees whatever a concurrent writer committed.
+    # of=("self",): lock the method only, not its customer row joined in for the owner check;
+    # locking the customer would serialize every method of one customer for nothing.
     method = (
-        Method.objects.select_for_update()
+        Method.objects.select_for_update(of=("self",))
         .select_related("customer")
         .filter(method_id=method_id)
         .first()
@@ -301,6 +311,235 @@ def method_refold(*, method: Method) -> policy.Projection:
 
 
 # ---------------------------------------------------------------------------------------------
+# Agent reads and troubleshooting sessions
+# ---------------------------------------------------------------------------------------------
+
+SESSION_ANSWER_FIELDS = ("has_device_access", "has_backup_device_access")
+_UNSET: Any = object()
+
+
+def customer_state_read_audit(
+    *, customer: Customer, actor: User, step_code: str, context: AuditContext = NO_CONTEXT
+) -> None:
+    """Record that an agent read a customer's 2SV state (and which step it showed)."""
+    audit_record(
+        actor=actor,
+        action="state_read",
+        result="ok",
+        customer_ref=customer.customer_id,
+        obj=customer,
+        details={"next_step": step_code},
+        context=context,
+    )
+
+
+def _session_method(customer: Customer, method_id: str | None) -> Method | None:
+    if method_id is None:
+        return None
+    method = Method.objects.filter(customer=customer, method_id=method_id).first()
+    if method is None:
+        raise NotFound(
+            "This customer has no method with this id.", code="unknown_method", field="method_id"
+        )
+    if not method.is_active:
+        raise Conflict("This method was removed.", code="method_removed", field="method_id")
+    return method
+
+
+def session_start(
+    *,
+    customer: Customer,
+    agent: User,
+    method_id: str | None = None,
+    answers: dict[str, bool | None] | None = None,
+    context: AuditContext = NO_CONTEXT,
+) -> TroubleshootingSession:
+    """Open a troubleshooting session for the customer on the line."""
+    with transaction.atomic():
+        session = TroubleshootingSession(
+            customer=customer, agent=agent, method=_session_method(customer, method_id)
+        )
+        for key, value in (answers or {}).items():
+            setattr(session, _answer_field(key), value)
+        session.save()
+        audit_record(
+            actor=agent,
+            action="session_start",
+            result="ok",
+            customer_ref=customer.customer_id,
+            obj=session,
+            details={"method_id": method_id, "answers": answers or {}},
+            context=context,
+        )
+    return session
+
+
+def _answer_field(key: str) -> str:
+    if key not in SESSION_ANSWER_FIELDS:
+        raise InvalidInput("Unknown answer.", code="unknown_field", field=f"answers.{key}")
+    return key
+
+
+def _open_session_for_update(session: TroubleshootingSession) -> TroubleshootingSession:
+    locked = (
+        TroubleshootingSession.objects.select_for_update()
+        .select_related("customer", "method")
+        .get(pk=session.pk)
+    )
+    if locked.closed_at is not None:
+        raise Conflict("This session is closed.", code="session_closed")
+    return locked
+
+
+def session_update(
+    *,
+    session: TroubleshootingSession,
+    actor: User,
+    answers: dict[str, bool | None] | None = None,
+    method_id: Any = _UNSET,
+    context: AuditContext = NO_CONTEXT,
+) -> TroubleshootingSession:
+    """Merge new answers into the session and/or switch the method being troubleshot."""
+    with transaction.atomic():
+        locked = _open_session_for_update(session)
+        for key, value in (answers or {}).items():
+            setattr(locked, _answer_field(key), value)
+        if method_id is not _UNSET:
+            method = _session_method(locked.customer, method_id)
+            if method != locked.method:
+                # A verification was about the other method's number: it says nothing now.
+                locked.method = method
+                locked.phone_number_matches = None
+        locked.save()
+        audit_record(
+            actor=actor,
+            action="session_update",
+            result="ok",
+            customer_ref=locked.customer.customer_id,
+            obj=locked,
+            details={
+                "answers": answers or {},
+                **({"method_id": method_id} if method_id is not _UNSET else {}),
+            },
+            context=context,
+        )
+    return locked
+
+
+def session_verify_phone(
+    *,
+    session: TroubleshootingSession,
+    actor: User,
+    method: Method | None,
+    phone_number: str,
+    context: AuditContext = NO_CONTEXT,
+) -> bool:
+    """Compare the number the caller says with the one on file; record only the result.
+
+    ``method`` is P, the method being troubleshot. Every call, even an unparseable number,
+    uses one of the session's tries, so the number on file can't be guessed by brute force.
+    """
+    max_tries = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
+    with transaction.atomic():
+        locked = _open_session_for_update(session)
+        customer_ref = locked.customer.customer_id
+        if method is None or not method.phone_number:
+            raise Conflict(
+                "The method being troubleshot has no phone number.", code="no_phone_number"
+            )
+        if locked.phone_verify_tries >= max_tries:
+            audit_record(
+                actor=actor,
+                action="phone_verify",
+                result="too_many_tries",
+                customer_ref=customer_ref,
+                obj=locked,
+                context=context,
+            )
+            raise TooManyTries(
+                f"The number was checked {max_tries} times in this session; no more tries.",
+                code="too_many_tries",
+            )
+        locked.phone_verify_tries += 1
+        match = phone_numbers_match(phone_number, method.phone_number)
+        if match is not None:
+            locked.phone_number_matches = match
+        locked.save(update_fields=["phone_verify_tries", "phone_number_matches", "updated_at"])
+        result = "invalid" if match is None else ("match" if match else "mismatch")
+        # The result only: never the number typed, which may be a guess at a real one.
+        audit_record(
+            actor=actor,
+            action="phone_verify",
+            result=result,
+            customer_ref=customer_ref,
+            obj=locked,
+            details={"method_id": method.method_id, "try": locked.phone_verify_tries},
+            context=context,
+        )
+    session.refresh_from_db()
+    if match is None:
+        raise InvalidInput(
+            "Not a phone number. Type it as the customer says it, e.g. +1 415 555 0100.",
+            code="invalid_phone_number",
+            field="phone_number",
+        )
+    return match
+
+
+def phone_numbers_match(spoken: str, stored_e164: str) -> bool | None:
+    """Return whether `spoken` is the stored number; None when it isn't a phone number.
+
+    The stored number's region is the default, so a national format ("(415) 555-0100", or
+    "098765 43210" for India) compares as well as E.164 with any punctuation.
+    """
+    if not isinstance(spoken, str) or not 3 <= len(spoken) <= 40:
+        return None
+    stored = phonenumbers.parse(stored_e164, None)
+    region = phonenumbers.region_code_for_number(stored)
+    try:
+        parsed = phonenumbers.parse(spoken, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return (parsed.country_code, parsed.national_number) == (
+        stored.country_code,
+        stored.national_number,
+    )
+
+
+def session_close(
+    *,
+    session: TroubleshootingSession,
+    actor: User,
+    outcome: str,
+    helpful: bool | None,
+    comment: str,
+    final_step_code: str,
+    context: AuditContext = NO_CONTEXT,
+) -> TroubleshootingSession:
+    """Close the session with its outcome and the agent's feedback on the last step."""
+    with transaction.atomic():
+        locked = _open_session_for_update(session)
+        locked.closed_at = timezone.now()
+        locked.outcome = outcome
+        locked.helpful = helpful
+        locked.comment = comment
+        locked.final_step_code = final_step_code
+        locked.save()
+        audit_record(
+            actor=actor,
+            action="session_close",
+            result=outcome,
+            customer_ref=locked.customer.customer_id,
+            obj=locked,
+            details={"helpful": helpful, "final_step_code": final_step_code},
+            context=context,
+        )
+    return locked
+
+
+# ---------------------------------------------------------------------------------------------
 # Lock lift (admins)
 # ---------------------------------------------------------------------------------------------
 
@@ -321,11 +560,17 @@ def lock_lift(
         raise InvalidInput("Give a reason for lifting the lock.", code="required", field="reason")
     now = timezone.now()
     with transaction.atomic():
-        locked = Method.objects.select_for_update().select_related("customer").get(pk=method.pk)
+        locked = (
+            Method.objects.select_for_update(of=("self",))
+            .select_related("customer")
+            .get(pk=method.pk)
+        )
         was_locked = method_projection(locked).is_locked(now)
         if was_locked:
             event = Event.objects.create(
-                event_id=f"lock_lifted:{locked.method_id}:{now.isoformat()}",
+                # Not built from the method_id: that is up to 128 characters itself, and the
+                # event_id column holds 128.
+                event_id=f"lock_lifted:{uuid.uuid4().hex}",
                 type=EventType.LOCK_LIFTED,
                 customer=locked.customer,
                 method=locked,

@@ -2,6 +2,9 @@
 
 from typing import Any
 
+from django.contrib.auth.models import User
+from rest_framework.exceptions import NotAuthenticated
+
 from twosv.audit import AuditContext
 
 
@@ -13,3 +16,11 @@ def audit_context(request: Any) -> AuditContext:
         request_id=getattr(request, "request_id", "") or "",
         client_ip=request.META.get("REMOTE_ADDR") or None,
     )
+
+
+def acting_user(request: Any) -> User:
+    """Return the authenticated user; permission classes ran first, so there is one."""
+    user = request.user
+    if not isinstance(user, User):  # pragma: no cover - guarded by the permission classes
+        raise NotAuthenticated()
+    return user

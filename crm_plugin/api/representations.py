@@ -3,6 +3,17 @@
 from rest_framework import serializers
 
 
+class BlankAsNullCharField(serializers.CharField):
+    """A text column where "" means "not yet": rendered as null."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def to_representation(self, value: object) -> str | None:
+        return str(value) if value else None
+
+
 class MaskedPhoneOutput(serializers.Serializer):
     masked = serializers.CharField()
     country_code = serializers.IntegerField()

@@ -1,11 +1,36 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from crm_plugin.api import events
+from crm_plugin.api import events, sessions, state
 
 urlpatterns = [
     path("events/", events.EventCreateApi.as_view(), name="event-create"),
     path("events/batch/", events.EventBatchApi.as_view(), name="event-batch"),
+    path(
+        "customers/<str:customer_id>/twosv/",
+        state.CustomerTwosvStateApi.as_view(),
+        name="customer-twosv-state",
+    ),
+    path(
+        "customers/<str:customer_id>/twosv/sessions/",
+        sessions.SessionCreateApi.as_view(),
+        name="session-create",
+    ),
+    path(
+        "twosv/sessions/<uuid:session_id>/",
+        sessions.SessionDetailApi.as_view(),
+        name="session-detail",
+    ),
+    path(
+        "twosv/sessions/<uuid:session_id>/verify-phone/",
+        sessions.SessionVerifyPhoneApi.as_view(),
+        name="session-verify-phone",
+    ),
+    path(
+        "twosv/sessions/<uuid:session_id>/close/",
+        sessions.SessionCloseApi.as_view(),
+        name="session-close",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

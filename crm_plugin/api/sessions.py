@@ -1,0 +1,212 @@
+"""Troubleshooting sessions: the agent's answers, phone verification, and closing feedback."""
+
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm_plugin.api.context import acting_user, audit_context
+from crm_plugin.api.permissions import IsSupportAgent
+from crm_plugin.api.representations import BlankAsNullCharField
+from crm_plugin.api.steps import StepOutput
+from twosv import engine, services
+from twosv.models import SessionOutcome, TroubleshootingSession
+from twosv.selectors import access_customer, access_session, customer_twosv_state
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuse unknown fields instead of ignoring them: a typo must not pass silently."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]}
+            )
+        return super().to_internal_value(data)
+
+
+class AnswersInput(StrictSerializer):
+    has_device_access = serializers.BooleanField(allow_null=True, required=False)
+    has_backup_device_access = serializers.BooleanField(allow_null=True, required=False)
+
+
+class AnswersOutput(serializers.Serializer):
+    has_device_access = serializers.BooleanField(allow_null=True)
+    has_backup_device_access = serializers.BooleanField(allow_null=True)
+
+
+class SessionOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    customer_id = serializers.CharField(source="session.customer.customer_id")
+    method_id = serializers.CharField(allow_null=True)
+    answers = AnswersOutput(source="session")
+    phone_number_matches = serializers.BooleanField(
+        source="session.phone_number_matches", allow_null=True
+    )
+    phone_verification_tries_left = serializers.IntegerField()
+    next_step = StepOutput()
+    created_at = serializers.DateTimeField(source="session.created_at")
+    closed_at = serializers.DateTimeField(source="session.closed_at", allow_null=True)
+    outcome = BlankAsNullCharField(source="session.outcome")
+
+
+def _tries_left(session: TroubleshootingSession) -> int:
+    limit: int = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
+    return max(limit - session.phone_verify_tries, 0)
+
+
+def session_body(session: TroubleshootingSession) -> dict[str, Any]:
+    """Render the session with a freshly computed next step."""
+    state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
+    step: engine.Step = state.decision.step
+    return SessionOutput(
+        {
+            "id": session.id,
+            "session": session,
+            # P as the engine chose it: the session's method, else the customer's primary.
+            "method_id": state.decision.method_id,
+            "phone_verification_tries_left": _tries_left(session),
+            "next_step": step,
+        }
+    ).data
+
+
+class SessionCreateInput(StrictSerializer):
+    method_id = serializers.CharField(max_length=128, required=False, allow_null=True)
+    answers = AnswersInput(required=False)
+
+
+class SessionCreateApi(APIView):
+    permission_classes = [IsSupportAgent]
+
+    @extend_schema(
+        request=SessionCreateInput,
+        responses={201: SessionOutput},
+        summary="Start a troubleshooting session",
+    )
+    def post(self, request: Request, customer_id: str) -> Response:
+        customer = access_customer(customer_id=customer_id)
+        serializer = SessionCreateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        session = services.session_start(
+            customer=customer,
+            agent=acting_user(request),
+            method_id=serializer.validated_data.get("method_id"),
+            answers=serializer.validated_data.get("answers"),
+            context=audit_context(request),
+        )
+        return Response(session_body(session), status=status.HTTP_201_CREATED)
+
+
+class SessionUpdateInput(StrictSerializer):
+    method_id = serializers.CharField(max_length=128, required=False, allow_null=True)
+    answers = AnswersInput(required=False)
+
+
+class SessionDetailApi(APIView):
+    permission_classes = [IsSupportAgent]
+    throttle_scope = "agent_read"
+
+    @extend_schema(responses={200: SessionOutput}, summary="Read a troubleshooting session")
+    def get(self, request: Request, session_id: str) -> Response:
+        session = access_session(session_id=session_id, user=request.user)
+        return Response(session_body(session))
+
+    @extend_schema(
+        request=SessionUpdateInput,
+        responses={200: SessionOutput},
+        summary="Give answers or switch the method",
+    )
+    def patch(self, request: Request, session_id: str) -> Response:
+        session = access_session(session_id=session_id, user=request.user)
+        serializer = SessionUpdateInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        kwargs: dict[str, Any] = {"answers": data.get("answers")}
+        if "method_id" in data:
+            kwargs["method_id"] = data["method_id"]
+        session = services.session_update(
+            session=session, actor=acting_user(request), context=audit_context(request), **kwargs
+        )
+        return Response(session_body(session))
+
+
+class VerifyPhoneInput(StrictSerializer):
+    phone_number = serializers.CharField(max_length=40, trim_whitespace=True)
+
+
+class VerifyPhoneOutput(serializers.Serializer):
+    match = serializers.BooleanField()
+    tries_left = serializers.IntegerField()
+    next_step = StepOutput()
+
+
+class SessionVerifyPhoneApi(APIView):
+    permission_classes = [IsSupportAgent]
+    throttle_scope = "verify_phone"
+
+    @extend_schema(
+        request=VerifyPhoneInput,
+        responses={200: VerifyPhoneOutput},
+        summary="Check the number the caller says against the one on file",
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = access_session(session_id=session_id, user=request.user)
+        serializer = VerifyPhoneInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
+        method = next(
+            (s.method for s in state.methods if s.method_id == state.decision.method_id), None
+        )
+        match = services.session_verify_phone(
+            session=session,
+            actor=acting_user(request),
+            method=method,
+            phone_number=serializer.validated_data["phone_number"],
+            context=audit_context(request),
+        )
+        body = session_body(session)
+        return Response(
+            {
+                "match": match,
+                "tries_left": _tries_left(session),
+                "next_step": body["next_step"],
+            }
+        )
+
+
+class SessionCloseInput(StrictSerializer):
+    outcome = serializers.ChoiceField(choices=SessionOutcome.choices)
+    helpful = serializers.BooleanField(allow_null=True, required=False, default=None)
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class SessionCloseApi(APIView):
+    permission_classes = [IsSupportAgent]
+
+    @extend_schema(
+        request=SessionCloseInput, responses={200: SessionOutput}, summary="Close the session"
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        session = access_session(session_id=session_id, user=request.user)
+        serializer = SessionCloseInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
+        session = services.session_close(
+            session=session,
+            actor=acting_user(request),
+            final_step_code=state.decision.step.code,
+            context=audit_context(request),
+            **serializer.validated_data,
+        )
+        return Response(session_body(session))

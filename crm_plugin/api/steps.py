@@ -1,0 +1,46 @@
+"""Output serializers for the engine's decision: the next step and the advisories."""
+
+from typing import Any
+
+from django.utils.translation import gettext
+from rest_framework import serializers
+
+
+class _TranslatedCharField(serializers.CharField):
+    """Engine texts are marked for translation in twosv/engine.py; translate them on the way out."""
+
+    def to_representation(self, value: Any) -> str:
+        return gettext(str(value))
+
+
+class QuestionOutput(serializers.Serializer):
+    field = serializers.ChoiceField(choices=["has_device_access", "has_backup_device_access"])
+    prompt = _TranslatedCharField()
+
+
+class ActionOutput(serializers.Serializer):
+    method = serializers.ChoiceField(choices=["GET", "POST", "PATCH"])
+    url = serializers.CharField()
+    label = _TranslatedCharField()  # type: ignore[assignment]
+
+
+class StepOutput(serializers.Serializer):
+    code = serializers.CharField()
+    title = _TranslatedCharField()
+    instructions = _TranslatedCharField()
+    reason = _TranslatedCharField()
+    rule = serializers.CharField()
+    article_section = serializers.CharField(allow_null=True)
+    question = QuestionOutput(allow_null=True)
+    action = ActionOutput(allow_null=True)
+    alternatives = serializers.ListField(child=serializers.CharField())
+    seconds_remaining = serializers.IntegerField(allow_null=True)
+    method_id = serializers.CharField(allow_null=True)
+
+
+class AdvisoryOutput(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=["carrier_hint", "regional_provider", "approaching_lock", "backup_hidden"]
+    )
+    message = _TranslatedCharField()
+    method_id = serializers.CharField(allow_null=True, required=False)
