@@ -148,6 +148,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "crm_plugin.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Throttles are keyed on the authenticated user (never on a header the caller writes); a view
+    # opts in with `throttle_scope`. They cap agent tools, they are not the 2SV lock.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "agent_read": env.str("TWOSV_THROTTLE_AGENT_READ", default="600/min"),
         "lookup_request": env.str("TWOSV_THROTTLE_LOOKUP", default="60/min"),

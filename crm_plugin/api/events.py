@@ -1,16 +1,19 @@
 """Event ingestion for the identity system: one event, or a batch of up to 500."""
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.errors import ErrorCode, error_body, first_validation_error
 from crm_plugin.api.permissions import IsEventProducer
 from crm_plugin.api.representations import MethodOutput
@@ -22,6 +25,37 @@ from twosv.selectors import method_state
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)
 MAX_BATCH = 500
+# Sent as JSON strings only: DRF's CharField would turn 123 into "123" and store it.
+_STRING_FIELDS = ("event_id", "type", "customer_id")
+
+
+class EventJSONParser(JSONParser):
+    """JSON, answering 400 (not 500) to a body nested deeper than Python's decoder goes."""
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
+
+
+def _request_data(request: Request) -> Any:
+    """Return the parsed body; a body over DATA_UPLOAD_MAX_MEMORY_SIZE answers 413 in JSON."""
+    try:
+        return request.data
+    except RequestDataTooBig as exc:
+        raise RequestTooLarge() from exc
 
 
 class AwareDateTimeField(serializers.Field):
@@ -68,6 +102,11 @@ class EventInput(serializers.Serializer):
             raise serializers.ValidationError(
                 {unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]}
             )
+        for name in _STRING_FIELDS:
+            if name in data and not isinstance(data[name], str):
+                raise serializers.ValidationError(
+                    {name: [serializers.ErrorDetail("Must be a JSON string.", code="invalid")]}
+                )
         return super().to_internal_value(data)
 
     def validate_event_id(self, value: str) -> str:
@@ -104,8 +143,9 @@ def _result_body(result: services.IngestResult) -> dict[str, Any]:
     return EventResultOutput({"status": result.status, "method": state}).data
 
 
-class EventCreateApi(APIView):
+class EventCreateApi(AuditedApiView):
     permission_classes = [IsEventProducer]
+    parser_classes = [EventJSONParser]
     throttle_scope = "producer"
 
     @extend_schema(
@@ -114,15 +154,26 @@ class EventCreateApi(APIView):
         summary="Push one 2SV event",
     )
     def post(self, request: Request) -> Response:
-        serializer = EventInput(data=request.data)
+        serializer = EventInput(data=_request_data(request))
         serializer.is_valid(raise_exception=True)
         result = _ingest(serializer.validated_data)
         code = status.HTTP_201_CREATED if result.status == "accepted" else status.HTTP_200_OK
         return Response(_result_body(result), status=code)
 
 
+class BatchEventsField(serializers.ListField):
+    """The batch's events; more than MAX_BATCH answers the stable code ``batch_too_large``."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, list) and len(data) > MAX_BATCH:
+            raise serializers.ValidationError(
+                f"At most {MAX_BATCH} events per batch.", code="batch_too_large"
+            )
+        return super().to_internal_value(data)
+
+
 class BatchInput(serializers.Serializer):
-    events = serializers.ListField(child=serializers.JSONField(), max_length=MAX_BATCH)
+    events = BatchEventsField(child=serializers.JSONField(), max_length=MAX_BATCH)
 
 
 class BatchResultOutput(serializers.Serializer):
@@ -136,15 +187,16 @@ class BatchOutput(serializers.Serializer):
     results = BatchResultOutput(many=True)
 
 
-class EventBatchApi(APIView):
+class EventBatchApi(AuditedApiView):
     permission_classes = [IsEventProducer]
+    parser_classes = [EventJSONParser]
     throttle_scope = "producer"
 
     @extend_schema(
         request=BatchInput, responses={200: BatchOutput}, summary="Push up to 500 events"
     )
     def post(self, request: Request) -> Response:
-        batch = BatchInput(data=request.data)
+        batch = BatchInput(data=_request_data(request))
         batch.is_valid(raise_exception=True)
         results = [self._one(raw) for raw in batch.validated_data["events"]]
         return Response({"results": results})

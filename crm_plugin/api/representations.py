@@ -10,7 +10,7 @@ class BlankAsNullCharField(serializers.CharField):
         kwargs.setdefault("allow_null", True)
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
-    def to_representation(self, value: object) -> str | None:
+    def to_representation(self, value: object) -> str | None:  # type: ignore[override]
         return str(value) if value else None
 
 

@@ -8,8 +8,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import BlankAsNullCharField
@@ -86,7 +86,7 @@ class SessionCreateInput(StrictSerializer):
     answers = AnswersInput(required=False)
 
 
-class SessionCreateApi(APIView):
+class SessionCreateApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
 
     @extend_schema(
@@ -113,7 +113,7 @@ class SessionUpdateInput(StrictSerializer):
     answers = AnswersInput(required=False)
 
 
-class SessionDetailApi(APIView):
+class SessionDetailApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
     throttle_scope = "agent_read"
 
@@ -151,7 +151,7 @@ class VerifyPhoneOutput(serializers.Serializer):
     next_step = StepOutput()
 
 
-class SessionVerifyPhoneApi(APIView):
+class SessionVerifyPhoneApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
     throttle_scope = "verify_phone"
 
@@ -191,7 +191,7 @@ class SessionCloseInput(StrictSerializer):
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
-class SessionCloseApi(APIView):
+class SessionCloseApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
 
     @extend_schema(

@@ -7,8 +7,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import BlankAsNullCharField, MethodOutput
@@ -50,7 +50,7 @@ def state_body(state: TwosvState) -> dict[str, Any]:
     return StateOutput(state).data
 
 
-class CustomerTwosvStateApi(APIView):
+class CustomerTwosvStateApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
     throttle_scope = "agent_read"
 
