@@ -121,6 +121,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
+# The sidebar panel's CSS and JS (crm_plugin is the project, not an app).
+STATICFILES_DIRS = [BASE_DIR / "crm_plugin" / "static"]
 
 # --- Security (production values apply whenever DEBUG is off) -------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -133,6 +135,18 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The CRM frames the sidebar panel: these origins may, through CSP frame-ancestors on the panel's
+# pages only (every other page keeps X-Frame-Options DENY). Empty: this site alone.
+CRM_PANEL_FRAME_ANCESTORS = env.list("CRM_PANEL_FRAME_ANCESTORS", default=[])
+for _origin in CRM_PANEL_FRAME_ANCESTORS:
+    if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?", _origin):
+        raise ImproperlyConfigured(
+            f"CRM_PANEL_FRAME_ANCESTORS: {_origin!r} is not an origin like https://crm.example.com."
+        )
+# A CRM on another site frames the panel: browsers send the session and CSRF cookies inside that
+# frame only when they are SameSite=None (and Secure, so DEBUG off).
+SESSION_COOKIE_SAMESITE = env.str("SESSION_COOKIE_SAMESITE", default="Lax")
+CSRF_COOKIE_SAMESITE = env.str("CSRF_COOKIE_SAMESITE", default="Lax")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- REST framework ---------------------------------------------------------------------------
@@ -145,7 +159,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm_plugin.api.openapi.ApiAutoSchema",
     "EXCEPTION_HANDLER": "crm_plugin.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Throttles are keyed on the authenticated user (never on a header the caller writes); a view
@@ -172,6 +186,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Response objects list every field they may carry: an extra field is a schema violation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "crm_plugin.api.openapi.close_response_objects",
+    ],
 }
 
 # --- Celery -----------------------------------------------------------------------------------

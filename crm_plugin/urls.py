@@ -8,4 +8,5 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_plugin.api.urls")),
+    path("panel/", include("crm_plugin.panel.urls")),
 ]

@@ -1,5 +1,7 @@
 """Shared fixtures: roles and API clients, service gating, and eager Celery by default."""
 
+import contextlib
+import logging
 import os
 
 import pytest
@@ -7,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tests import factories
+from tests import factories, openapi_check
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -107,9 +109,12 @@ def staff_client(staff) -> APIClient:
 
 
 # ---------------------------------------------------------------------------------------------
-# Safety net for the whole suite: no response body may carry a customer's full phone number.
-# Numbers are collected as they are saved (no queries, so query-count tests are unaffected)
-# and every response the test client received is scanned when the test ends.
+# Safety net for the whole suite: no response body and no log record may carry a customer's
+# full phone number, and no log record an API token. Numbers and tokens are collected as they
+# are saved (no queries, so query-count tests are unaffected); every response the test client
+# received and every log record (INFO and up, formatted as the JSON formatter writes it, extras
+# included, before the masking filter) is scanned when the test ends. Every API response must
+# also match the OpenAPI schema, with no field the schema doesn't list (tests/openapi_check.py).
 # ---------------------------------------------------------------------------------------------
 
 # The local ATS records are the one place an admin edits a raw number (demo data, by design).
@@ -133,15 +138,54 @@ def _number_forms(e164: str) -> set[str]:
     return {form for form in forms if len(form) >= 7}
 
 
+class _LogCapture(logging.Handler):
+    """Keep every record as the JSON formatter renders it, at the moment it is emitted."""
+
+    def __init__(self) -> None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        super().__init__(level=logging.INFO)
+        formatter = settings.LOGGING["formatters"]["json"]
+        self.setFormatter(JsonFormatter(formatter["fmt"], rename_fields=formatter["rename_fields"]))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextlib.contextmanager
+def _capturing_logs():
+    """Capture INFO and up whatever LOG_LEVEL says; the console keeps its own level."""
+    root = logging.getLogger()
+    capture = _LogCapture()
+    previous_level = root.level
+    handler_levels = {handler: handler.level for handler in root.handlers}
+    for handler in root.handlers:
+        handler.setLevel(max(handler.level, previous_level))
+    # First in line: it sees each record before the console's masking filter rewrites it.
+    root.handlers.insert(0, capture)
+    root.setLevel(min(previous_level, logging.INFO))
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous_level)
+        for handler, level in handler_levels.items():
+            handler.setLevel(level)
+
+
 @pytest.fixture(autouse=True)
 def no_full_phone_numbers_in_responses(monkeypatch: pytest.MonkeyPatch):
     from django.db.models.signals import post_save
     from django.test.client import Client
+    from rest_framework.authtoken.models import Token
 
     from twosv.models import Event, Method
 
     stored: set[str] = set()
+    tokens: set[str] = set()
     bodies: list[tuple[str, bytes]] = []
+    api_responses: list[tuple[str, str, int, str, bytes]] = []
 
     def collect(sender, instance, **kwargs):
         number = getattr(instance, "phone_number", "") or (
@@ -150,8 +194,12 @@ def no_full_phone_numbers_in_responses(monkeypatch: pytest.MonkeyPatch):
         if isinstance(number, str) and number:
             stored.update(_number_forms(number))
 
+    def collect_token(sender, instance, **kwargs):
+        tokens.add(instance.key)
+
     post_save.connect(collect, sender=Method, weak=False, dispatch_uid="scan-method")
     post_save.connect(collect, sender=Event, weak=False, dispatch_uid="scan-event")
+    post_save.connect(collect_token, sender=Token, weak=False, dispatch_uid="scan-token")
     original = Client.request
 
     def recording_request(self, **request):
@@ -159,11 +207,36 @@ def no_full_phone_numbers_in_responses(monkeypatch: pytest.MonkeyPatch):
         path = request.get("PATH_INFO", "")
         if not getattr(response, "streaming", False) and not path.startswith(_SCAN_EXEMPT_PREFIXES):
             bodies.append((path, response.content))
+        if path.startswith(openapi_check.API_PREFIX) and not getattr(response, "streaming", False):
+            api_responses.append(
+                (
+                    request.get("REQUEST_METHOD", "GET"),
+                    path,
+                    response.status_code,
+                    response.get("Content-Type", ""),
+                    response.content,
+                )
+            )
         return response
 
     monkeypatch.setattr(Client, "request", recording_request)
-    yield
+    with _capturing_logs() as logs:
+        yield
     post_save.disconnect(sender=Method, dispatch_uid="scan-method")
     post_save.disconnect(sender=Event, dispatch_uid="scan-event")
+    post_save.disconnect(sender=Token, dispatch_uid="scan-token")
     leaks = [(path, form) for path, body in bodies for form in stored if form.encode() in body]
     assert not leaks, f"full phone numbers in responses: {leaks[:5]}"
+    logged = [(form, line) for line in logs.lines for form in stored if form in line]
+    assert not logged, f"full phone numbers in log records: {logged[:5]}"
+    logged_tokens = [line for line in logs.lines for key in tokens if key in line]
+    assert not logged_tokens, f"API tokens in log records: {logged_tokens[:5]}"
+    problems = [
+        problem
+        for method, path, status, content_type, body in api_responses
+        if not path.startswith(openapi_check.UNDESCRIBED_PREFIXES)
+        for problem in openapi_check.response_problems(method, path, status, content_type, body)
+    ]
+    assert not problems, "API responses that don't match the OpenAPI schema:\n" + "\n".join(
+        problems[:10]
+    )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 
 import phonenumbers
+from phonenumbers import geocoder
 from django.db.models import Count, Q
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
@@ -157,6 +159,7 @@ def calling_code(prefix: str) -> int | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def _region_group(prefix: str) -> tuple[str, str, tuple[str, ...]]:
     """Return (key, label, regions) of the calling code a phone number prefix belongs to."""
     if not prefix:
@@ -167,10 +170,17 @@ def _region_group(prefix: str) -> tuple[str, str, tuple[str, ...]]:
     regions = tuple(phonenumbers.region_codes_for_country_code(code))
     if regions == (phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY,):
         return f"+{code}", f"Non-geographic (+{code})", ()
-    main = phonenumbers.region_code_for_country_code(code)
+    name = _region_name(phonenumbers.region_code_for_country_code(code))
     others = len(regions) - 1
-    label = f"{main} (+{code})" if others == 0 else f"{main} and {others} more (+{code})"
+    label = f"{name} (+{code})" if others == 0 else f"{name} and {others} more (+{code})"
     return f"+{code}", label, regions
+
+
+def _region_name(region: str) -> str:
+    """Return the region's English name ("India"), or its code when none is known."""
+    example = phonenumbers.example_number(region)
+    name = geocoder.country_name_for_number(example, "en") if example is not None else ""
+    return name or region
 
 
 def verdicts_by_region(period: Period) -> list[RegionVerdicts]:
@@ -239,9 +249,7 @@ class StepOutcomes:
 def step_outcomes(period: Period) -> list[StepOutcomes]:
     """Return the sessions closed in the period by final step code and outcome, most used first."""
     rows = (
-        TroubleshootingSession.objects.filter(
-            closed_at__gte=period.start, closed_at__lt=period.end
-        )
+        TroubleshootingSession.objects.filter(closed_at__gte=period.start, closed_at__lt=period.end)
         .values("final_step_code", "outcome")
         .annotate(
             n=Count("id"),

@@ -6,9 +6,11 @@ the method before its events are folded, so concurrent events for one method ser
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import phonenumbers
@@ -17,23 +19,37 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from twosv import policy
+from twosv.ats import (
+    AtsClient,
+    AtsMessage,
+    AtsPermanentError,
+    AtsTransientError,
+    AttemptFacts,
+    ats_client_from_settings,
+    classify_verdict,
+)
 from twosv.audit import NO_CONTEXT, AuditContext, audit_record
-from twosv.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyTries
+from twosv.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooManyTries
 from twosv.models import (
     PHONE_KINDS,
     Customer,
+    DeliveryAttempt,
+    DeliveryLookup,
     Event,
     EventType,
+    LookupStatus,
     Method,
     MethodKind,
     MethodRole,
+    RegionalAdvisory,
     TroubleshootingSession,
     validate_e164,
 )
-from twosv.selectors import lock_policy, method_projection
+from twosv.selectors import access_customer, lock_policy, mask_phone, method_projection
 
 # ---------------------------------------------------------------------------------------------
 # Event ingestion
@@ -346,6 +362,20 @@ def _session_method(customer: Customer, method_id: str | None) -> Method | None:
     return method
 
 
+def _method_in_question(customer: Customer, chosen: Method | None) -> Method | None:
+    """Return P as the engine picks it: the chosen method if active, else the active primary
+    method, else the oldest active method (SPEC section 4)."""
+    if chosen is not None and chosen.is_active:
+        return chosen
+    active = list(
+        Method.objects.filter(customer=customer, removed_at__isnull=True).order_by(
+            "enrolled_at", "id"
+        )
+    )
+    primary = next((m for m in active if m.role == MethodRole.PRIMARY), None)
+    return primary or next(iter(active), None)
+
+
 def session_start(
     *,
     customer: Customer,
@@ -406,10 +436,12 @@ def session_update(
             setattr(locked, _answer_field(key), value)
         if method_id is not _UNSET:
             method = _session_method(locked.customer, method_id)
-            if method != locked.method:
+            if _method_in_question(locked.customer, method) != _method_in_question(
+                locked.customer, locked.method
+            ):
                 # A verification was about the other method's number: it says nothing now.
-                locked.method = method
                 locked.phone_number_matches = None
+            locked.method = method
         locked.save()
         audit_record(
             actor=actor,
@@ -447,7 +479,10 @@ def session_verify_phone(
             raise Conflict(
                 "The method being troubleshot has no phone number.", code="no_phone_number"
             )
-        if locked.phone_verify_tries >= max_tries:
+        exhausted = locked.phone_verify_tries >= max_tries
+        match: bool | None = None
+        if exhausted:
+            # Refused after the block commits: raising in here would roll this entry back.
             audit_record(
                 actor=actor,
                 action="phone_verify",
@@ -456,25 +491,27 @@ def session_verify_phone(
                 obj=locked,
                 context=context,
             )
-            raise TooManyTries(
-                f"The number was checked {max_tries} times in this session; no more tries.",
-                code="too_many_tries",
+        else:
+            locked.phone_verify_tries += 1
+            match = phone_numbers_match(phone_number, method.phone_number)
+            if match is not None:
+                locked.phone_number_matches = match
+            locked.save(update_fields=["phone_verify_tries", "phone_number_matches", "updated_at"])
+            result = "invalid" if match is None else ("match" if match else "mismatch")
+            # The result only: never the number typed, which may be a guess at a real one.
+            audit_record(
+                actor=actor,
+                action="phone_verify",
+                result=result,
+                customer_ref=customer_ref,
+                obj=locked,
+                details={"method_id": method.method_id, "try": locked.phone_verify_tries},
+                context=context,
             )
-        locked.phone_verify_tries += 1
-        match = phone_numbers_match(phone_number, method.phone_number)
-        if match is not None:
-            locked.phone_number_matches = match
-        locked.save(update_fields=["phone_verify_tries", "phone_number_matches", "updated_at"])
-        result = "invalid" if match is None else ("match" if match else "mismatch")
-        # The result only: never the number typed, which may be a guess at a real one.
-        audit_record(
-            actor=actor,
-            action="phone_verify",
-            result=result,
-            customer_ref=customer_ref,
-            obj=locked,
-            details={"method_id": method.method_id, "try": locked.phone_verify_tries},
-            context=context,
+    if exhausted:
+        raise TooManyTries(
+            f"The number was checked {max_tries} times in this session; no more tries.",
+            code="too_many_tries",
         )
     session.refresh_from_db()
     if match is None:
@@ -590,3 +627,438 @@ def lock_lift(
         )
     method.refresh_from_db()
     return was_locked
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery lookups ("check with ATS"): request, run, sweep
+# ---------------------------------------------------------------------------------------------
+#
+# The lookup row is its own outbox: a request commits it as pending and publishes its task
+# after the commit; if the broker is down the row simply stays pending and the sweeper
+# publishes it again later. Every state change of a run happens under the lookup's row lock
+# and checks that the try it closes is still the lookup's latest, so duplicate or late
+# messages can't overwrite a newer result.
+
+lookup_log = logging.getLogger("twosv.lookups")
+
+LOOKUP_IN_FLIGHT = (LookupStatus.PENDING, LookupStatus.RUNNING)
+LOOKUP_FINISHED = (LookupStatus.SUCCEEDED, LookupStatus.FAILED)
+# A sweep publishes at most this many lookups; the next sweep takes the rest.
+LOOKUP_SWEEP_BATCH = 500
+# How many times TWOSV_LOOKUP_STALE_AFTER a try may run before its worker is taken for lost.
+LOOKUP_RUNNING_STALE_FACTOR = 5
+
+
+def lookup_running_stale_after() -> timedelta:
+    """Return how long a try may stay running before the sweeper takes its worker for lost."""
+    stale_after: timedelta = settings.TWOSV_LOOKUP_STALE_AFTER
+    return stale_after * LOOKUP_RUNNING_STALE_FACTOR
+
+
+def _lookup_recipient(method: Method) -> str:
+    """Return where the method's codes go: its phone number, else its email address."""
+    return method.phone_number or method.email
+
+
+def _lookup_method(customer: Customer, method_id: str | None, now: datetime) -> Method:
+    """Return the method to look up: the one named, else P (active primary, else oldest active).
+
+    Raise NotFound for a method_id the customer doesn't have (another customer's method
+    answers the same), Conflict for a method that is removed or can't receive codes.
+    """
+    field = "method_id" if method_id is not None else None
+    methods = Method.objects.filter(customer=customer)
+    if method_id is not None:
+        method = methods.filter(method_id=method_id).first()
+        if method is None:
+            raise NotFound(
+                "This customer has no method with this id.", code="unknown_method", field=field
+            )
+        if method.removed_at is not None and method.removed_at <= now:
+            raise Conflict("This method was removed.", code="method_removed", field=field)
+    else:
+        active = list(
+            methods.filter(Q(removed_at__isnull=True) | Q(removed_at__gt=now)).order_by(
+                "enrolled_at", "id"
+            )
+        )
+        if not active:
+            raise Conflict(
+                "This customer has no active 2SV method to check.", code="unknown_method"
+            )
+        primary = [m for m in active if m.role == MethodRole.PRIMARY]
+        method = (primary or active)[0]
+    if not method.receives_codes:
+        raise Conflict(
+            "This method receives no codes (an authenticator app or security key makes its own), "
+            "so there is no delivery to check.",
+            code="method_receives_no_codes",
+            field=field,
+        )
+    if not _lookup_recipient(method):
+        raise Conflict(
+            "This method has no phone number or email address on file to check.",
+            code="no_phone_number",
+            field=field,
+        )
+    return method
+
+
+def _lookup_reusable(method: Method, *, now: datetime, force: bool) -> DeliveryLookup | None:
+    """Return the method's lookup in flight, else (unless `force`) its fresh succeeded one."""
+    lookups = DeliveryLookup.objects.select_related("customer", "method")
+    in_flight = lookups.filter(method=method, status__in=LOOKUP_IN_FLIGHT).first()
+    if in_flight is not None or force:
+        return in_flight
+    return (
+        lookups.filter(
+            method=method,
+            status=LookupStatus.SUCCEEDED,
+            finished_at__gte=now - settings.TWOSV_LOOKUP_FRESHNESS,
+        )
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def _audit_lookup_request(
+    *,
+    actor: User | None,
+    customer: Customer,
+    result: str,
+    context: AuditContext,
+    lookup: DeliveryLookup | None = None,
+    **details: Any,
+) -> None:
+    audit_record(
+        actor=actor,
+        action="lookup_request",
+        result=result,
+        customer_ref=customer.customer_id,
+        obj=lookup,
+        details={
+            **details,
+            **({"lookup_id": str(lookup.pk), "status": lookup.status} if lookup else {}),
+        },
+        context=context,
+    )
+
+
+def lookup_request(
+    *,
+    customer: Customer,
+    method_id: str | None = None,
+    actor: User | None,
+    force: bool = False,
+    context: AuditContext = NO_CONTEXT,
+) -> tuple[DeliveryLookup, bool]:
+    """Return the method's lookup to show and whether it was created just now.
+
+    The method is `method_id`, else P. A lookup pending or running is returned as is; so is
+    one that succeeded within TWOSV_LOOKUP_FRESHNESS, unless `force`. Otherwise create a
+    pending lookup over the last TWOSV_LOOKUP_PERIOD and publish its task after the commit;
+    a broker that is down leaves it pending for the sweeper and never fails the request.
+    """
+    now = timezone.now()
+    try:
+        method = _lookup_method(customer, method_id, now)
+    except DomainError as exc:
+        _audit_lookup_request(
+            actor=actor,
+            customer=customer,
+            result="refused",
+            context=context,
+            method_id=method_id,
+            force=force,
+            code=exc.code,
+        )
+        raise
+    try:
+        with transaction.atomic():
+            # Requests for one method serialize on its row (as its events do), so of 50
+            # concurrent requests one creates the lookup and the others find it.
+            Method.objects.select_for_update().filter(pk=method.pk).values_list("pk").first()
+            lookup = _lookup_reusable(method, now=now, force=force)
+            created = lookup is None
+            if lookup is None:
+                lookup = DeliveryLookup.objects.create(
+                    customer=customer,
+                    method=method,
+                    requested_by=actor,
+                    period_start=now - settings.TWOSV_LOOKUP_PERIOD,
+                )
+                transaction.on_commit(
+                    functools.partial(lookup_enqueue, lookup_id=lookup.pk), robust=True
+                )
+            _audit_lookup_request(
+                actor=actor,
+                customer=customer,
+                result="created" if created else "reused",
+                context=context,
+                lookup=lookup,
+                method_id=method.method_id,
+                force=force,
+            )
+    except IntegrityError:
+        # Lost the race on "one lookup in flight per method" to a writer that doesn't take the
+        # row lock (SQLite has none): answer with the winner's lookup.
+        winner = DeliveryLookup.objects.filter(method=method, status__in=LOOKUP_IN_FLIGHT).first()
+        if winner is None:
+            raise
+        lookup, created = winner, False
+        _audit_lookup_request(
+            actor=actor,
+            customer=customer,
+            result="reused",
+            context=context,
+            lookup=lookup,
+            method_id=method.method_id,
+            force=force,
+        )
+    if created:
+        # The task may have run already (eager mode, a fast worker): show what it did.
+        lookup.refresh_from_db()
+    return lookup, created
+
+
+def lookup_enqueue(*, lookup_id: uuid.UUID | str) -> bool:
+    """Publish the lookup's task; return whether the broker took it.
+
+    Never raise and never wait on the broker longer than its connect timeouts: on failure log
+    it and leave the lookup pending, the sweeper publishes it again. On success record
+    `enqueued_at`.
+    """
+    from twosv.tasks import delivery_lookup_run
+
+    enqueued_at = timezone.now()
+    try:
+        delivery_lookup_run.apply_async(args=(str(lookup_id),), retry=False)
+    except Exception as exc:  # noqa: BLE001 - broker errors come in many types; none may escape
+        lookup_log.warning(
+            "Could not publish delivery lookup %s (%s: %s); the sweeper will publish it again.",
+            lookup_id,
+            type(exc).__name__,
+            str(exc)[:200],
+        )
+        return False
+    DeliveryLookup.objects.filter(pk=lookup_id).update(enqueued_at=enqueued_at)
+    return True
+
+
+def _lookup_has_regional_advisory(method: Method) -> bool:
+    phone = mask_phone(method.phone_number)
+    if phone is None or phone.region is None:
+        return False
+    return RegionalAdvisory.objects.filter(region=phone.region, active=True).exists()
+
+
+def _lookup_close_try(
+    lookup: DeliveryLookup,
+    this_try: int,
+    *,
+    status: str,
+    failure_reason: str = "",
+    verdict: str = "",
+    attempts: list[AtsMessage] | None = None,
+) -> bool:
+    """Record the end of try `this_try` (with its attempts, if it succeeded).
+
+    Return False and change nothing when the lookup has moved on meanwhile: finished, or
+    taken over by a newer try after the sweeper thought this worker lost.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = DeliveryLookup.objects.select_for_update().filter(pk=lookup.pk).first()
+        if current is None or current.status != LookupStatus.RUNNING or current.tries != this_try:
+            return False
+        current.status = status
+        current.failure_reason = failure_reason[:500]
+        current.verdict = verdict
+        fields = ["status", "failure_reason", "verdict"]
+        if status in LOOKUP_FINISHED:
+            current.finished_at = now
+            fields.append("finished_at")
+        else:
+            # Waiting for the retry counts as enqueued: the sweeper leaves it alone meanwhile.
+            current.enqueued_at = now
+            fields.append("enqueued_at")
+        if attempts is not None:
+            current.attempts.all().delete()
+            unique = {message.id: message for message in attempts}
+            DeliveryAttempt.objects.bulk_create(
+                DeliveryAttempt(
+                    lookup=current,
+                    external_id=message.id[:128],
+                    sent_at=message.created_at,
+                    updated_at=message.updated_at,
+                    status=message.status,
+                    error_code=message.error_code,
+                    provider=message.provider[:64],
+                    sender=message.sender[:64],
+                )
+                for message in unique.values()
+            )
+        current.save(update_fields=fields)
+    for field in (*fields, "finished_at"):
+        setattr(lookup, field, getattr(current, field))
+    return True
+
+
+def lookup_run(
+    *, lookup_id: uuid.UUID | str, client: AtsClient | None = None
+) -> DeliveryLookup | None:
+    """Run one try of the lookup: ask the ATS, store the attempts and the verdict.
+
+    Idempotent: a finished lookup, or one whose try another worker is running, is returned
+    unchanged. A permanent ATS error, or a transient one on the last of
+    TWOSV_LOOKUP_MAX_TRIES tries, fails the lookup with a readable reason. A transient one
+    with tries left puts the lookup back to pending and is raised for the task to retry.
+    Return None for an unknown lookup.
+    """
+    now = timezone.now()
+    max_tries: int = settings.TWOSV_LOOKUP_MAX_TRIES
+    with transaction.atomic():
+        lookup = (
+            DeliveryLookup.objects.select_for_update(of=("self",))
+            .select_related("method")
+            .filter(pk=lookup_id)
+            .first()
+        )
+        if lookup is None:
+            lookup_log.warning("Delivery lookup %s does not exist; nothing to run.", lookup_id)
+            return None
+        if lookup.status in LOOKUP_FINISHED:
+            return lookup
+        if (
+            lookup.status == LookupStatus.RUNNING
+            and lookup.started_at is not None
+            and lookup.started_at > now - lookup_running_stale_after()
+        ):
+            # A duplicate message (the sweeper's) while a worker is on it: leave it be.
+            return lookup
+        if lookup.tries >= max_tries:
+            # The last try never finished: its worker was lost, or the ATS hung it.
+            lookup.status = LookupStatus.FAILED
+            lookup.finished_at = now
+            lookup.failure_reason = (
+                f"Gave up after {lookup.tries} tries: the last try did not finish "
+                "(its worker was lost or the ATS did not answer)."
+            )
+            lookup.save(update_fields=["status", "finished_at", "failure_reason"])
+            return lookup
+        lookup.status = LookupStatus.RUNNING
+        lookup.tries += 1
+        lookup.started_at = now
+        lookup.save(update_fields=["status", "tries", "started_at"])
+    this_try = lookup.tries
+    method = lookup.method
+    try:
+        messages = (client or ats_client_from_settings()).messages(
+            to=_lookup_recipient(method), since=lookup.period_start
+        )
+    except AtsTransientError as exc:
+        if this_try >= max_tries:
+            _lookup_close_try(
+                lookup,
+                this_try,
+                status=LookupStatus.FAILED,
+                failure_reason=f"The ATS still failed after {this_try} tries: {exc}.",
+            )
+            return lookup
+        if _lookup_close_try(
+            lookup,
+            this_try,
+            status=LookupStatus.PENDING,
+            failure_reason=f"Try {this_try} of {max_tries} failed: {exc}; retrying.",
+        ):
+            raise
+        return lookup
+    except AtsPermanentError as exc:
+        _lookup_close_try(lookup, this_try, status=LookupStatus.FAILED, failure_reason=f"{exc}.")
+        return lookup
+    except Exception as exc:  # noqa: BLE001 - logged; the lookup must not stay running
+        # A bug or a broken backend: asking again won't help, and the agent needs an answer.
+        lookup_log.exception("Delivery lookup %s failed unexpectedly.", lookup.pk)
+        _lookup_close_try(
+            lookup,
+            this_try,
+            status=LookupStatus.FAILED,
+            failure_reason=f"The lookup failed unexpectedly ({type(exc).__name__}).",
+        )
+        return lookup
+    verdict = classify_verdict(
+        [AttemptFacts(m.created_at, m.status, m.error_code) for m in messages],
+        regional_advisory=_lookup_has_regional_advisory(method),
+    )
+    _lookup_close_try(
+        lookup, this_try, status=LookupStatus.SUCCEEDED, verdict=verdict, attempts=messages
+    )
+    return lookup
+
+
+def lookups_sweep(*, now: datetime | None = None) -> int:
+    """Publish again the lookups that look lost; return how many were published.
+
+    Lost: pending for longer than TWOSV_LOOKUP_STALE_AFTER since it was last published (the
+    broker was down, or the message was lost), or running for far longer than a try takes
+    (the worker died). Stop at the first publish that fails: the broker is down, and the
+    next sweep tries again.
+    """
+    now = now or timezone.now()
+    stale = now - settings.TWOSV_LOOKUP_STALE_AFTER
+    stuck = now - lookup_running_stale_after()
+    pending_lost = Q(status=LookupStatus.PENDING) & (
+        Q(enqueued_at__lt=stale) | Q(enqueued_at__isnull=True, created_at__lt=stale)
+    )
+    running_lost = Q(status=LookupStatus.RUNNING) & (
+        Q(started_at__lt=stuck) | Q(started_at__isnull=True, created_at__lt=stuck)
+    )
+    due = list(
+        DeliveryLookup.objects.filter(pending_lost | running_lost)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:LOOKUP_SWEEP_BATCH]
+    )
+    published = 0
+    for lookup_id in due:
+        if not lookup_enqueue(lookup_id=lookup_id):
+            break
+        published += 1
+    if due:
+        lookup_log.info(
+            "Delivery lookup sweep: %d found lost, %d published again.", len(due), published
+        )
+    return published
+
+
+def lookup_read(
+    *, lookup_id: str, actor: User, context: AuditContext = NO_CONTEXT
+) -> DeliveryLookup:
+    """Return the lookup with its method, customer and attempts, and audit the agent's read.
+
+    Raise NotFound for an unknown or malformed id. (A read, but an audited one: it lives here
+    beside `customer_state_read_audit`.)
+    """
+    try:
+        pk = uuid.UUID(str(lookup_id))
+    except ValueError:
+        raise NotFound("No delivery lookup with this id.") from None
+    lookup = (
+        DeliveryLookup.objects.select_related("customer", "method")
+        .prefetch_related("attempts")
+        .filter(pk=pk)
+        .first()
+    )
+    if lookup is None:
+        raise NotFound("No delivery lookup with this id.")
+    # The one way in to a customer, as for every other agent read.
+    access_customer(customer_id=lookup.customer.customer_id)
+    audit_record(
+        actor=actor,
+        action="lookup_read",
+        result="ok",
+        customer_ref=lookup.customer.customer_id,
+        obj=lookup,
+        details={"method_id": lookup.method.method_id, "status": lookup.status},
+        context=context,
+    )
+    return lookup

@@ -3,9 +3,9 @@
 from enum import StrEnum
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -49,6 +49,26 @@ _DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
     domain.Conflict: status.HTTP_409_CONFLICT,
     domain.TooManyTries: status.HTTP_429_TOO_MANY_REQUESTS,
 }
+
+
+class ErrorDetailOutput(serializers.Serializer):
+    """One error: a stable code, a readable message, and the field at fault where there is one."""
+
+    code = serializers.CharField(help_text="Stable and machine-readable; match on this.")
+    message = serializers.CharField()
+    field = serializers.CharField(required=False, help_text="Present when one field is at fault.")
+
+
+class ErrorOutput(serializers.Serializer):
+    """The body of every 4xx answer."""
+
+    error = ErrorDetailOutput()
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
 
 
 def domain_error_status(exc: domain.DomainError) -> int:
@@ -105,6 +125,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django would answer its own HTML 400 page; answer in the API's shape instead.
+        exc = RequestTooLarge()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)

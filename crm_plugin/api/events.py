@@ -1,5 +1,6 @@
 """Event ingestion for the identity system: one event, or a batch of up to 500."""
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -7,18 +8,22 @@ from typing import IO, Any
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
-from crm_plugin.api.errors import ErrorCode, error_body, first_validation_error
+from crm_plugin.api.context import acting_user, audit_context
+from crm_plugin.api.errors import ErrorCode, ErrorDetailOutput, error_body, first_validation_error
+from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsEventProducer
 from crm_plugin.api.representations import MethodOutput
 from twosv import services
-from twosv.errors import DomainError
+from twosv.audit import audit_record
+from twosv.errors import DomainError, Forbidden
 from twosv.models import EventType
 from twosv.selectors import method_state
 
@@ -30,7 +35,11 @@ _STRING_FIELDS = ("event_id", "type", "customer_id")
 
 
 class EventJSONParser(JSONParser):
-    """JSON, answering 400 (not 500) to a body nested deeper than Python's decoder goes."""
+    """JSON as I-JSON (RFC 7493): 400, not 500, for what can't be stored or echoed back.
+
+    Python's decoder overflows its stack on deeply nested arrays, and it turns a "\\ud800"
+    escape into a lone surrogate that neither UTF-8 nor PostgreSQL can hold.
+    """
 
     def parse(
         self,
@@ -39,9 +48,16 @@ class EventJSONParser(JSONParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         try:
-            return super().parse(stream, media_type, parser_context)
+            parsed = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
+        try:
+            json.dumps(parsed, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise exceptions.ParseError(
+                "JSON parse error - a string holds a lone surrogate (not Unicode text)."
+            ) from exc
+        return parsed
 
 
 class RequestTooLarge(exceptions.APIException):
@@ -58,6 +74,7 @@ def _request_data(request: Request) -> Any:
         raise RequestTooLarge() from exc
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class AwareDateTimeField(serializers.Field):
     """An ISO 8601 timestamp that must carry a time zone."""
 
@@ -137,6 +154,24 @@ def _ingest(validated: dict[str, Any]) -> services.IngestResult:
     )
 
 
+def _audit_forbidden(request: Request, validated: dict[str, Any], exc: Forbidden) -> None:
+    """Record an event the producer's role may not write (``lock_lifted``): a token probing."""
+    audit_record(
+        actor=acting_user(request),
+        action="permission_denied",
+        result="refused",
+        customer_ref=validated["customer_id"],
+        details={
+            "code": exc.code,
+            "event_id": validated["event_id"],
+            "event_type": validated["type"],
+            "method": request.method,
+            "view": "events",
+        },
+        context=audit_context(request),
+    )
+
+
 def _result_body(result: services.IngestResult) -> dict[str, Any]:
     now = timezone.now()
     state = method_state(result.method, now=now) if result.method is not None else None
@@ -150,13 +185,21 @@ class EventCreateApi(AuditedApiView):
 
     @extend_schema(
         request=EventInput,
-        responses={201: EventResultOutput, 200: EventResultOutput},
+        responses={
+            201: EventResultOutput,
+            200: EventResultOutput,
+            409: error_response("The event names an unknown method, or one of another customer."),
+        },
         summary="Push one 2SV event",
     )
     def post(self, request: Request) -> Response:
         serializer = EventInput(data=_request_data(request))
         serializer.is_valid(raise_exception=True)
-        result = _ingest(serializer.validated_data)
+        try:
+            result = _ingest(serializer.validated_data)
+        except Forbidden as exc:
+            _audit_forbidden(request, serializer.validated_data, exc)
+            raise
         code = status.HTTP_201_CREATED if result.status == "accepted" else status.HTTP_200_OK
         return Response(_result_body(result), status=code)
 
@@ -179,7 +222,7 @@ class BatchInput(serializers.Serializer):
 class BatchResultOutput(serializers.Serializer):
     event_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
-    error = serializers.DictField(required=False)
+    error = ErrorDetailOutput(required=False)
     method = MethodOutput(required=False, allow_null=True)
 
 
@@ -215,6 +258,8 @@ class EventBatchApi(AuditedApiView):
         try:
             result = _ingest(serializer.validated_data)
         except DomainError as exc:
+            if isinstance(exc, Forbidden):
+                _audit_forbidden(self.request, serializer.validated_data, exc)
             return {
                 "event_id": event_id,
                 "status": "rejected",

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
+from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import BlankAsNullCharField
 from crm_plugin.api.steps import StepOutput
@@ -91,7 +92,7 @@ class SessionCreateApi(AuditedApiView):
 
     @extend_schema(
         request=SessionCreateInput,
-        responses={201: SessionOutput},
+        responses={201: SessionOutput, 409: error_response("The method was removed.")},
         summary="Start a troubleshooting session",
     )
     def post(self, request: Request, customer_id: str) -> Response:
@@ -124,7 +125,10 @@ class SessionDetailApi(AuditedApiView):
 
     @extend_schema(
         request=SessionUpdateInput,
-        responses={200: SessionOutput},
+        responses={
+            200: SessionOutput,
+            409: error_response("The session is closed, or the method was removed."),
+        },
         summary="Give answers or switch the method",
     )
     def patch(self, request: Request, session_id: str) -> Response:
@@ -157,7 +161,11 @@ class SessionVerifyPhoneApi(AuditedApiView):
 
     @extend_schema(
         request=VerifyPhoneInput,
-        responses={200: VerifyPhoneOutput},
+        responses={
+            200: VerifyPhoneOutput,
+            409: error_response("The session is closed, or its method has no phone number."),
+            429: error_response("The session's tries are used up, or the agent is throttled."),
+        },
         summary="Check the number the caller says against the one on file",
     )
     def post(self, request: Request, session_id: str) -> Response:
@@ -195,7 +203,9 @@ class SessionCloseApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
 
     @extend_schema(
-        request=SessionCloseInput, responses={200: SessionOutput}, summary="Close the session"
+        request=SessionCloseInput,
+        responses={200: SessionOutput, 409: error_response("The session is already closed.")},
+        summary="Close the session",
     )
     def post(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from crm_plugin.api import events, sessions, state
+from crm_plugin.api import events, lookups, panel_links, sessions, state
 
 urlpatterns = [
     path("events/", events.EventCreateApi.as_view(), name="event-create"),
@@ -31,6 +31,18 @@ urlpatterns = [
         sessions.SessionCloseApi.as_view(),
         name="session-close",
     ),
+    path(
+        "customers/<str:customer_id>/twosv/delivery-lookups/",
+        lookups.LookupRequestApi.as_view(),
+        name="delivery-lookup-request",
+    ),
+    # <str:...>, not <uuid:...>: a malformed id gets the API's JSON 404, not Django's page.
+    path(
+        "twosv/delivery-lookups/<str:lookup_id>/",
+        lookups.LookupDetailApi.as_view(),
+        name="delivery-lookup-detail",
+    ),
+    path("panel-links/", panel_links.PanelLinkCreateApi.as_view(), name="panel-link-create"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

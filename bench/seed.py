@@ -1,0 +1,470 @@
+"""Seed the bench database: 10,000 customers, 1,000,000 events, one with 100,000 on one method.
+
+Rows are generated in Python and loaded with COPY; nothing goes through the API. Every method's
+projection (resend_times, lock, last event key) and every event's outcome come from
+``twosv.policy.fold`` over that method's generated events, exactly what ingestion would have
+stored. A marker table (``bench_seed``) records a finished seed, so a re-run skips it.
+
+Call with Django set up on the bench database (bench/run.py does).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.contrib.auth.models import Group, User
+from django.db import connection, transaction
+from rest_framework.authtoken.models import Token
+
+from twosv import policy
+from twosv.selectors import lock_policy
+
+SEED_VERSION = 1
+N_CUSTOMERS = 10_000
+N_EVENTS = 1_000_000
+BIG_EVENTS = 100_000
+BIG_CUSTOMER = "bench-big"
+# A regular customer with the big one's shape (SMS primary, hidden authenticator backup) and
+# a typical history (~90 events): figure (a) reads it, figure (b) reads the big one.
+TYPICAL_CUSTOMER = "bench-typical"
+AGENT = "bench-agent"
+PRODUCER = "bench-producer"
+AGENT_TOKEN = "bench0agent0token000000000000000000000001"[:40]
+PRODUCER_TOKEN = "bench0producer0token00000000000000000002"[:40]
+MARKER_TABLE = "bench_seed"
+
+CODE_KINDS = ("sms", "voice", "email")
+EVENT_COLUMNS = (
+    "event_id",
+    "type",
+    "customer_id",
+    "method_id",
+    "occurred_at",
+    "received_at",
+    "data",
+    "outcome",
+)
+METHOD_COLUMNS = (
+    "id",
+    "customer_id",
+    "method_id",
+    "kind",
+    "role",
+    "phone_number",
+    "email",
+    "label",
+    "visible_in_crm",
+    "enrolled_at",
+    "phone_changed_at",
+    "resend_times",
+    "locked_at",
+    "locked_until",
+    "lock_lifted_at",
+    "last_event_at",
+    "last_event_id",
+)
+FLUSH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class MethodSeed:
+    pk: int
+    customer_pk: int
+    method_id: str
+    kind: str
+    role: str
+    quota: int
+    start: datetime
+    phone_number: str = ""
+    email: str = ""
+    label: str = ""
+    bursts: list[datetime] = field(default_factory=list)
+
+
+def seeded() -> dict | None:
+    """Return the marker row of a finished seed of this version, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [MARKER_TABLE])
+        if cursor.fetchone()[0] is None:
+            return None
+        cursor.execute(
+            f"SELECT version, seeded_at, params FROM {MARKER_TABLE} ORDER BY seeded_at DESC LIMIT 1"
+        )
+        row = cursor.fetchone()
+    if row is None or row[0] != SEED_VERSION:
+        return None
+    return {"version": row[0], "seeded_at": row[1].isoformat(), "params": row[2]}
+
+
+def ensure_users() -> None:
+    """Create the bench's agent and producer with fixed tokens (idempotent)."""
+    for username, group, key in (
+        (AGENT, "support_agent", AGENT_TOKEN),
+        (PRODUCER, "event_producer", PRODUCER_TOKEN),
+    ):
+        user, _ = User.objects.get_or_create(username=username)
+        user.groups.set([Group.objects.get(name=group)])
+        Token.objects.filter(user=user).exclude(key=key).delete()
+        Token.objects.get_or_create(user=user, defaults={"key": key})
+
+
+def _phone(rng: random.Random) -> str:
+    if rng.random() < 0.05:
+        return f"+9198{rng.randrange(10**8):08d}"
+    area = rng.choice((415, 212, 303, 617, 206))
+    return f"+1{area}{rng.randrange(2, 10)}{rng.randrange(10**6):06d}"
+
+
+def _quotas(rng: random.Random, n: int, total: int) -> list[int]:
+    """Split `total` events over `n` customers: ~total/n each, +-40, summing exactly to total."""
+    base, extra = divmod(total, n)
+    quotas = [base + (1 if i < extra else 0) for i in range(n)]
+    for i in range(0, n - 1, 2):
+        shift = rng.randint(-40, 40)
+        quotas[i] += shift
+        quotas[i + 1] -= shift
+    return quotas
+
+
+def _plan(now: datetime, rng: random.Random) -> tuple[list[tuple[int, str, str]], list[MethodSeed]]:
+    """Return the customers (pk, customer_id, display_name) and their methods with quotas."""
+    customers: list[tuple[int, str, str]] = []
+    methods: list[MethodSeed] = []
+    regular = N_CUSTOMERS - 1
+    quotas = _quotas(rng, regular, N_EVENTS - BIG_EVENTS)
+
+    def add_methods(pk: int, customer_id: str, quota: int, shape: str | None, days: int) -> None:
+        start = now - timedelta(days=days, seconds=rng.randrange(86400))
+        if shape == "sms+app":
+            primary_kind, backup_kind = "sms", "authenticator_app"
+        else:
+            primary_kind = rng.choices(
+                ("sms", "voice", "email", "authenticator_app"), (70, 5, 10, 15)
+            )[0]
+            backup_kind = (
+                rng.choice(("sms", "authenticator_app", "security_key"))
+                if rng.random() < 0.4
+                else None
+            )
+        backup_quota = max(1, quota // 10) if backup_kind else 0
+        for role, kind, q in (
+            ("primary", primary_kind, quota - backup_quota),
+            ("backup", backup_kind, backup_quota),
+        ):
+            if kind is None:
+                continue
+            seed = MethodSeed(
+                pk=len(methods) + 1,
+                customer_pk=pk,
+                method_id=f"{customer_id}-{role}",
+                kind=kind,
+                role=role,
+                quota=q,
+                start=start + timedelta(minutes=5 if role == "backup" else 0),
+                label="Phone" if kind in ("sms", "voice") else kind.replace("_", " ").title(),
+            )
+            if kind in ("sms", "voice"):
+                seed.phone_number = _phone(rng)
+            elif kind == "email":
+                seed.email = f"{customer_id}@example.com"
+            methods.append(seed)
+
+    for i in range(regular):
+        pk = i + 1
+        customer_id = TYPICAL_CUSTOMER if i == 0 else f"bench-c{i:05d}"
+        customers.append((pk, customer_id, f"Bench customer {i}"))
+        add_methods(pk, customer_id, quotas[i], "sms+app" if i == 0 else None, rng.randint(30, 730))
+    big_pk = N_CUSTOMERS
+    customers.append((big_pk, BIG_CUSTOMER, "Bench customer with 100,000 events"))
+    start = now - timedelta(days=730)
+    methods.append(
+        MethodSeed(
+            pk=len(methods) + 1,
+            customer_pk=big_pk,
+            method_id=f"{BIG_CUSTOMER}-primary",
+            kind="sms",
+            role="primary",
+            quota=BIG_EVENTS - 1,
+            start=start,
+            phone_number=_phone(rng),
+            label="Phone",
+            # Historical resend storms: each locked the method for a day, long ago.
+            bursts=[now - timedelta(days=d) for d in (400, 200, 90)],
+        )
+    )
+    methods.append(
+        MethodSeed(
+            pk=len(methods) + 1,
+            customer_pk=big_pk,
+            method_id=f"{BIG_CUSTOMER}-backup",
+            kind="authenticator_app",
+            role="backup",
+            quota=1,
+            start=start + timedelta(minutes=5),
+            label="Authenticator App",
+        )
+    )
+    return customers, methods
+
+
+def _session(rng: random.Random, kind: str) -> list[str]:
+    """Return the event types of one sign-in: a code sent, maybe resends, usually verified."""
+    if kind not in CODE_KINDS:
+        return ["code_rejected", "code_verified"] if rng.random() < 0.1 else ["code_verified"]
+    types = ["code_sent"]
+    roll = rng.random()
+    resends = 0 if roll < 0.6 else 1 if roll < 0.85 else rng.randint(2, 5)
+    types += ["code_resend_requested"] * resends
+    if rng.random() < 0.1:
+        types.append("code_rejected")
+    if rng.random() < 0.9:
+        types.append("code_verified")
+    return types
+
+
+def _method_events(m: MethodSeed, now: datetime, rng: random.Random) -> list[tuple[str, int, str]]:
+    """Return (type, occurred_at in epoch microseconds, data as JSON) for the method, in order:
+    its enrolment, then sign-ins (and any resend storms) up to its quota."""
+    enrol_data: dict = {"method_id": m.method_id, "kind": m.kind, "role": m.role}
+    if m.phone_number:
+        enrol_data["phone_number"] = m.phone_number
+    if m.email:
+        enrol_data["email"] = m.email
+    enrol_data |= {"label": m.label, "visible_in_crm": m.role == "primary"}
+    start = _micros(m.start)
+    events = [("method_enrolled", start, json.dumps(enrol_data))]
+
+    remaining = m.quota - 1
+    storms: list[list[str]] = []
+    for _ in m.bursts:
+        # More than the threshold: the 201st locks, the rest are blocked.
+        storms.append(["code_sent"] + ["code_resend_requested"] * 230)
+        remaining -= 231
+    plain: list[list[str]] = []
+    while remaining > 0:
+        types = _session(rng, m.kind)[:remaining]
+        if m.kind in ("sms", "voice") and rng.random() < 0.003:
+            types = ["phone_number_changed", *types][:remaining]
+        plain.append(types)
+        remaining -= len(types)
+    # Sign-ins spread from enrolment to two hours ago; storms at their own times.
+    first, end = start + 60 * SECOND, _micros(now) - 7200 * SECOND
+    timeline = sorted(
+        [(rng.randrange(first, end), types) for types in plain]
+        + [(_micros(t), types) for t, types in zip(m.bursts, storms, strict=True)],
+        key=lambda pair: pair[0],
+    )
+    plain_data = json.dumps({"method_id": m.method_id})
+    last = start
+    for t, types in timeline:
+        for step, event_type in enumerate(types):
+            last = max(t + 15 * SECOND * step, last + 1000)
+            if event_type == "phone_number_changed":
+                data = json.dumps({"method_id": m.method_id, "phone_number": _phone(rng)})
+            else:
+                data = plain_data
+            events.append((event_type, last, data))
+    return events
+
+
+SECOND = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _moment(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+_DAYS: dict[int, str] = {}
+DAY = 86400 * SECOND
+
+
+def _iso(micros: int) -> str:
+    """Return ``_moment(micros).isoformat()`` for COPY, about five times faster."""
+    day, rest = divmod(micros, DAY)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        prefix = _DAYS[day] = _moment(day * DAY).strftime("%Y-%m-%dT")
+    seconds, fraction = divmod(rest, SECOND)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}+00:00"
+
+
+def fast_fold(
+    events: list[tuple[str, int, str]], rules: policy.LockPolicy
+) -> tuple[list[int], list[int] | None, list[str]]:
+    """Fold in-order events like twosv.policy.fold, on integers: (resend_times, lock, outcomes).
+
+    policy.fold takes ~10 s for a million events; this takes ~1 s. seed() checks it against
+    policy.fold on the big method and a sample of the others, so the two can't drift apart.
+    """
+    window = rules.window // timedelta(microseconds=1)
+    duration = rules.lock_duration // timedelta(microseconds=1)
+    threshold = rules.threshold
+    resends: list[int] = []
+    lock: list[int] | None = None  # [locked_at, locked_until]; no lifts in generated data
+    outcomes = []
+    for event_type, t, _ in events:
+        if event_type == "code_resend_requested":
+            if lock is not None and lock[0] <= t < lock[1]:
+                outcomes.append("blocked")
+                continue
+            kept = resends[bisect_right(resends, t - window) :]
+            if len(kept) + 1 > threshold:
+                lock, resends = [t, t + duration], []
+                outcomes.append("locked")
+            else:
+                kept.append(t)
+                resends = kept
+                outcomes.append("counted")
+        elif event_type == "code_verified":
+            resends = []
+            outcomes.append("reset")
+        else:
+            outcomes.append("recorded")
+    return resends, lock, outcomes
+
+
+def _check_fold(
+    method_id: str, events: list[tuple[str, int, str]], rules: policy.LockPolicy, fast: tuple
+) -> None:
+    """Assert that policy.fold gives the projection and outcomes fast_fold gave."""
+    fold_events = [
+        policy.FoldEvent(f"{method_id}-e{n:06d}", event_type, _moment(t))
+        for n, (event_type, t, _) in enumerate(events)
+    ]
+    projection, outcomes = policy.fold(fold_events, rules)
+    resends, lock, fast_outcomes = fast
+    assert [o.value for _, o in outcomes] == fast_outcomes, method_id
+    assert projection.resend_times == tuple(_moment(t) for t in resends), method_id
+    expected_lock = None
+    if lock is not None:
+        expected_lock = policy.Lock(locked_at=_moment(lock[0]), locked_until=_moment(lock[1]))
+    assert projection.lock == expected_lock, method_id
+    assert projection.last_key == (fold_events[-1].occurred_at, fold_events[-1].event_id)
+
+
+def _ts(value: int | None) -> str:
+    return "\\N" if value is None else _moment(value).isoformat()
+
+
+def _copy(cursor, table: str, columns: tuple[str, ...], buffer: io.StringIO) -> None:
+    buffer.seek(0)
+    cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+
+
+def seed(*, log=print) -> dict:
+    """Load the whole data set into an empty (just migrated) bench database; return its figures."""
+    started = time.perf_counter()
+    rng = random.Random(20240601)
+    now = datetime.now(UTC).replace(microsecond=0)
+    rules = lock_policy()
+    customers, methods = _plan(now, rng)
+    log(f"seed: {len(customers):,} customers, {len(methods):,} methods, {N_EVENTS:,} events")
+
+    ensure_users()
+    checked = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        pg = cursor.cursor  # the psycopg2 cursor, for copy_expert
+        # The generated rows are consistent by construction; skip the per-row FK triggers.
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        buffer = io.StringIO()
+        for pk, customer_id, name in customers:
+            buffer.write(f"{pk}\t{customer_id}\t{name}\t{now.isoformat()}\n")
+        _copy(pg, "twosv_customer", ("id", "customer_id", "display_name", "created_at"), buffer)
+
+        method_rows = io.StringIO()
+        buffer = io.StringIO()
+        n_events = 0
+        outcome_counts: dict[str, int] = {}
+        for index, m in enumerate(methods):
+            events = _method_events(m, now, rng)
+            fast = fast_fold(events, rules)
+            if m.bursts or index % 50 == 0:
+                _check_fold(m.method_id, events, rules, fast)
+                checked += 1
+            resends, lock, outcomes = fast
+            phone_number, phone_changed_at = m.phone_number, events[0][1]
+            prefix = f"{m.method_id}-e"
+            ids = f"\t{m.customer_pk}\t{m.pk}\t"
+            for n, (event_type, t, data) in enumerate(events):
+                if event_type == "phone_number_changed":
+                    phone_number, phone_changed_at = json.loads(data)["phone_number"], t
+                moment = _iso(t)
+                outcome = outcomes[n]
+                buffer.write(
+                    f"{prefix}{n:06d}\t{event_type}{ids}{moment}\t{moment}\t{data}\t{outcome}\n"
+                )
+            for outcome in outcomes:
+                outcome_counts[outcome] = outcome_counts.get(outcome, 0) + 1
+            n_events += len(events)
+            last_id = f"{prefix}{len(events) - 1:06d}"
+            method_rows.write(
+                "\t".join(
+                    (
+                        str(m.pk),
+                        str(m.customer_pk),
+                        m.method_id,
+                        m.kind,
+                        m.role,
+                        phone_number,
+                        m.email,
+                        m.label,
+                        "t" if m.role == "primary" else "f",
+                        m.start.isoformat(),
+                        _ts(phone_changed_at),
+                        json.dumps([_moment(t).isoformat() for t in resends]),
+                        _ts(lock[0] if lock else None),
+                        _ts(lock[1] if lock else None),
+                        "\\N",
+                        _ts(events[-1][1]),
+                        last_id,
+                    )
+                )
+                + "\n"
+            )
+            if buffer.tell() > FLUSH_BYTES:
+                _copy(pg, "twosv_event", EVENT_COLUMNS, buffer)
+                buffer = io.StringIO()
+                log(f"seed: {n_events:,} events loaded ({time.perf_counter() - started:.0f} s)")
+        _copy(pg, "twosv_event", EVENT_COLUMNS, buffer)
+        _copy(pg, "twosv_method", METHOD_COLUMNS, method_rows)
+        for table in ("twosv_customer", "twosv_method"):
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+        assert n_events == N_EVENTS, n_events
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} "
+            "(version int NOT NULL, seeded_at timestamptz NOT NULL, params jsonb NOT NULL)"
+        )
+        params: dict = {
+            "customers": len(customers),
+            "methods": len(methods),
+            "events": n_events,
+            "big_customer_events": BIG_EVENTS,
+            "outcomes": outcome_counts,
+            "methods_checked_against_policy_fold": checked,
+        }
+        cursor.execute(
+            f"INSERT INTO {MARKER_TABLE} VALUES (%s, now(), %s)", [SEED_VERSION, json.dumps(params)]
+        )
+    log(f"seed: loaded in {time.perf_counter() - started:.1f} s; vacuum analyze ...")
+    connection.close()
+    with connection.cursor() as cursor:  # autocommit outside atomic(): VACUUM may run
+        cursor.execute("VACUUM ANALYZE twosv_customer, twosv_method, twosv_event")
+    params["seconds"] = round(time.perf_counter() - started, 1)
+    log(f"seed: done in {params['seconds']} s")
+    return params

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from crm_plugin.panel import views
+
+app_name = "panel"
+
+urlpatterns = [
+    # The signed token travels in the query string: the request log leaves that out.
+    path("enter/", views.panel_enter, name="enter"),
+    path("customers/<str:customer_id>/", views.customer_panel, name="customer"),
+    path("customers/<str:customer_id>/answer/", views.answer, name="answer"),
+    path("customers/<str:customer_id>/answers/reset/", views.answers_reset, name="answers-reset"),
+    path("customers/<str:customer_id>/method/", views.method_choose, name="method"),
+    path("customers/<str:customer_id>/verify-phone/", views.verify_phone, name="verify-phone"),
+    path("customers/<str:customer_id>/lookup/", views.lookup_run, name="lookup"),
+    path("customers/<str:customer_id>/lookup/status/", views.lookup_status, name="lookup-status"),
+    path("customers/<str:customer_id>/close/", views.session_close, name="close"),
+    path("customers/<str:customer_id>/new-session/", views.session_new, name="new-session"),
+]

@@ -1,0 +1,388 @@
+"""The CRM sidebar panel: server-rendered pages over the same selectors and services as the API.
+
+Thin views: each parses a form, calls a selector or a service, and renders or redirects (POST,
+then redirect, then GET). The panel keeps one troubleshooting session per customer for the agent
+signed in, its id in the Django session. Every response carries the panel's CSP, whose
+``frame-ancestors`` lets the CRM (``CRM_PANEL_FRAME_ANCESTORS``) frame it, and no X-Frame-Options.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from crm_plugin.api.context import acting_user, audit_context
+from crm_plugin.panel import forms, links
+from twosv import services
+from twosv.audit import audit_record
+from twosv.errors import DomainError, NotFound
+from twosv.models import Customer, LookupStatus, TroubleshootingSession
+from twosv.selectors import TwosvState, access_customer, access_session, customer_twosv_state
+
+View = Callable[..., HttpResponse]
+
+SESSIONS_KEY = "twosv_panel_sessions"
+# An agent's Django session remembers this many customers' troubleshooting sessions at most.
+REMEMBERED_CUSTOMERS = 50
+IN_FLIGHT = frozenset({LookupStatus.PENDING, LookupStatus.RUNNING})
+ALTERNATIVE_LABELS = {
+    "cancel_2sv_no_device_access": "Cancel 2SV (I don't have access to that device)",
+    "use_backup_method": "Use the backup method: No code? in the login window",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers and access
+# ---------------------------------------------------------------------------------------------
+
+
+def panel_content_security_policy() -> str:
+    """Return the panel's CSP: this site's own files only; framed by the CRM's origins only."""
+    ancestors = " ".join(["'self'", *settings.CRM_PANEL_FRAME_ANCESTORS])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "base-uri 'none'",
+            "object-src 'none'",
+            "form-action 'self'",
+            f"frame-ancestors {ancestors}",
+        ]
+    )
+
+
+def panel_frame(view: View) -> View:
+    """Send the panel's CSP instead of X-Frame-Options, and keep the page out of caches."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response["Content-Security-Policy"] = panel_content_security_policy()
+        return response
+
+    # CSP frame-ancestors governs framing; X-Frame-Options DENY would forbid the CRM outright.
+    return xframe_options_exempt(never_cache(wrapped))
+
+
+def panel_agent_view(view: View) -> View:
+    """Let support agents in (403 page otherwise) and answer an unknown customer with 404."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not links.is_panel_agent(user):
+            if user.is_authenticated:
+                audit_record(
+                    actor=user,
+                    action="permission_denied",
+                    result="refused",
+                    customer_ref=str(kwargs.get("customer_id", ""))[:64],
+                    details={"method": request.method, "view": f"panel.{view.__name__}"},
+                    context=audit_context(request),
+                )
+            return render(request, "panel/denied.html", status=403)
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound:
+            return render(request, "panel/not_found.html", status=404)
+
+    return panel_frame(wrapped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry from the CRM
+# ---------------------------------------------------------------------------------------------
+
+
+@panel_frame
+@require_GET
+def panel_enter(request: HttpRequest) -> HttpResponse:
+    """Open a signed panel link: sign the agent in and show the customer's panel."""
+    try:
+        agent, customer = links.panel_link_redeem(
+            token=request.GET.get("token", ""), context=audit_context(request)
+        )
+    except links.PanelLinkRefused:
+        return render(request, "panel/denied.html", {"link_refused": True}, status=403)
+    login(request, agent, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("panel:customer", customer_id=customer.customer_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The troubleshooting session kept for the agent and customer
+# ---------------------------------------------------------------------------------------------
+
+
+def _stored_session(request: HttpRequest, customer: Customer) -> TroubleshootingSession | None:
+    session_id = request.session.get(SESSIONS_KEY, {}).get(customer.customer_id)
+    if session_id is None:
+        return None
+    try:
+        session = access_session(session_id=session_id, user=request.user)
+    except NotFound:
+        return None
+    return session if session.customer_id == customer.pk else None
+
+
+def _remember(request: HttpRequest, customer: Customer, session_id: str | None) -> None:
+    stored: dict[str, str] = dict(request.session.get(SESSIONS_KEY, {}))
+    stored.pop(customer.customer_id, None)
+    if session_id is not None:
+        stored[customer.customer_id] = session_id
+    # Oldest first (insertion order): forget the customers handled longest ago.
+    request.session[SESSIONS_KEY] = dict(list(stored.items())[-REMEMBERED_CUSTOMERS:])
+
+
+def _troubleshooting_session(request: HttpRequest, customer: Customer) -> TroubleshootingSession:
+    """Return the agent's session for the customer, starting one on first use."""
+    session = _stored_session(request, customer)
+    if session is None:
+        session = services.session_start(
+            customer=customer, agent=acting_user(request), context=audit_context(request)
+        )
+        _remember(request, customer, str(session.id))
+    return session
+
+
+def _state(customer: Customer, session: TroubleshootingSession | None) -> TwosvState:
+    return customer_twosv_state(customer=customer, now=timezone.now(), session=session)
+
+
+def _back(customer: Customer) -> HttpResponse:
+    return redirect(reverse("panel:customer", args=[customer.customer_id]) + "#step")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+
+@panel_agent_view
+@require_GET
+def customer_panel(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Show the customer's methods, locks, advisories, the next step and the session's forms."""
+    customer = access_customer(customer_id=customer_id)
+    session = _troubleshooting_session(request, customer)
+    state = _state(customer, session)
+    services.customer_state_read_audit(
+        customer=customer,
+        actor=acting_user(request),
+        step_code=state.decision.step.code,
+        context=audit_context(request),
+    )
+    return render(request, "panel/customer.html", _page_context(customer, session, state))
+
+
+def _page_context(
+    customer: Customer, session: TroubleshootingSession, state: TwosvState
+) -> dict[str, Any]:
+    step = state.decision.step
+    p = next((m for m in state.methods if m.method_id == state.decision.method_id), None)
+    lookup = state.latest_lookup
+    tries_limit: int = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
+    return {
+        "customer": customer,
+        "session": session,
+        "session_open": session.closed_at is None,
+        "state": state,
+        "step": step,
+        "advisories": state.decision.advisories,
+        "methods": state.methods,
+        "p": p,
+        "p_has_phone": p is not None and bool(p.method.phone_number),
+        "p_receives_codes": p is not None and p.method.receives_codes,
+        "lookup": lookup,
+        "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT,
+        "tries_left": max(tries_limit - session.phone_verify_tries, 0),
+        "alternatives": [ALTERNATIVE_LABELS.get(code, code) for code in step.alternatives],
+        "cancel_2sv_url": settings.TWOSV_CANCEL_2SV_URL,
+        "close_form": forms.CloseForm(),
+    }
+
+
+@panel_agent_view
+@require_GET
+def lookup_status(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Render the latest lookup's status alone, for the page to poll until it finishes.
+
+    Status and times only (the verdict and next step come with the full page, which is audited
+    as a read), so a poll every second or two doesn't flood the audit trail.
+    """
+    customer = access_customer(customer_id=customer_id)
+    state = _state(customer, _stored_session(request, customer))
+    lookup = state.latest_lookup
+    return render(
+        request,
+        "panel/_lookup_status.html",
+        {
+            "customer": customer,
+            "lookup": lookup,
+            "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions (POST, then back to the page)
+# ---------------------------------------------------------------------------------------------
+
+
+@panel_agent_view
+@require_POST
+def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Record the caller's Yes or No to the step's question."""
+    customer = access_customer(customer_id=customer_id)
+    form = forms.AnswerForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "That answer wasn't understood; choose Yes or No.")
+        return _back(customer)
+    try:
+        services.session_update(
+            session=_troubleshooting_session(request, customer),
+            actor=acting_user(request),
+            answers=form.answers(),
+            context=audit_context(request),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def answers_reset(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Forget the device answers (a mis-click), so the questions are asked again."""
+    customer = access_customer(customer_id=customer_id)
+    try:
+        services.session_update(
+            session=_troubleshooting_session(request, customer),
+            actor=acting_user(request),
+            answers=dict.fromkeys(services.SESSION_ANSWER_FIELDS),
+            context=audit_context(request),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def method_choose(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Troubleshoot another of the customer's methods."""
+    customer = access_customer(customer_id=customer_id)
+    form = forms.MethodForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the customer's methods.")
+        return _back(customer)
+    try:
+        services.session_update(
+            session=_troubleshooting_session(request, customer),
+            actor=acting_user(request),
+            method_id=form.cleaned_data["method_id"],
+            context=audit_context(request),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Compare the number the caller says with the one on file; show match or no match only."""
+    customer = access_customer(customer_id=customer_id)
+    form = forms.PhoneForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Type the number the caller says, e.g. +1 415 555 0100.")
+        return _back(customer)
+    session = _troubleshooting_session(request, customer)
+    state = _state(customer, session)
+    method = next(
+        (m.method for m in state.methods if m.method_id == state.decision.method_id), None
+    )
+    try:
+        match = services.session_verify_phone(
+            session=session,
+            actor=acting_user(request),
+            method=method,
+            phone_number=form.cleaned_data["phone_number"],
+            context=audit_context(request),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        if match:
+            messages.success(request, "Match: the number is the one on file.")
+        else:
+            messages.warning(request, "No match: the number isn't the one on file.")
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def lookup_run(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Ask ATS whether codes are being sent to the method being troubleshot."""
+    customer = access_customer(customer_id=customer_id)
+    form = forms.LookupForm(request.POST)
+    force = form.is_valid() and form.cleaned_data["force"]
+    state = _state(customer, _troubleshooting_session(request, customer))
+    try:
+        _lookup, created = services.lookup_request(
+            customer=customer,
+            method_id=state.decision.method_id,
+            actor=acting_user(request),
+            force=force,
+            context=audit_context(request),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        if not created:
+            messages.info(request, "A recent lookup is still fresh: its result is shown.")
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def session_close(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Close the session with "Did this solve it?" and the agent's feedback on the step."""
+    customer = access_customer(customer_id=customer_id)
+    form = forms.CloseForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say whether this solved it: Yes, No or Escalated.")
+        return _back(customer)
+    session = _troubleshooting_session(request, customer)
+    state = _state(customer, session)
+    try:
+        services.session_close(
+            session=session,
+            actor=acting_user(request),
+            final_step_code=state.decision.step.code,
+            context=audit_context(request),
+            **form.close_arguments(),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Session closed. Thank you for the feedback.")
+    return _back(customer)
+
+
+@panel_agent_view
+@require_POST
+def session_new(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Start over with a new session once the current one is closed."""
+    customer = access_customer(customer_id=customer_id)
+    session = _stored_session(request, customer)
+    if session is None or session.closed_at is not None:
+        _remember(request, customer, None)
+    return _back(customer)

@@ -1,0 +1,295 @@
+"""The admin's insights page: figures from aggregate queries, charts as inline SVG (issue 7)."""
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.db.models import Count
+from django.test import Client
+from django.urls import reverse
+
+from tests import factories
+from twosv import insights, services
+from twosv.models import (
+    DeliveryLookup,
+    Event,
+    EventType,
+    LookupStatus,
+    Method,
+    MethodKind,
+    TroubleshootingSession,
+    Verdict,
+)
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+THRESHOLD = 3
+URL = "/admin/twosv/event/insights/"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _setup(time_machine, settings):
+    time_machine.move_to(T0, tick=False)
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = THRESHOLD
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def root() -> User:
+    return factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def root_client(root: User) -> Client:
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+def lock(method: Method, at: datetime) -> None:
+    """Lock the method at `at` with THRESHOLD + 1 resend requests ending then."""
+    for n in range(THRESHOLD + 1):
+        services.event_ingest(
+            event_id=f"{method.method_id}-{at:%Y%m%d%H%M}-{n}",
+            event_type=EventType.CODE_RESEND_REQUESTED,
+            customer_id=method.customer.customer_id,
+            occurred_at=at - timedelta(seconds=THRESHOLD - n),
+            data={"method_id": method.method_id},
+        )
+
+
+def lookup(method: Method, *, verdict: str = "", status: str = "succeeded", ago=timedelta(hours=1)):
+    created = DeliveryLookup.objects.create(
+        customer=method.customer,
+        method=method,
+        status=status,
+        verdict=verdict,
+        period_start=T0 - ago - timedelta(days=1),
+    )
+    # created_at is auto_now_add: move it to when the lookup was asked for.
+    DeliveryLookup.objects.filter(pk=created.pk).update(created_at=T0 - ago)
+
+
+def session(agent: User, *, step: str, outcome: str, helpful: bool | None, closed_ago=timedelta(1)):
+    customer = factories.CustomerFactory()
+    TroubleshootingSession.objects.create(
+        customer=customer,
+        agent=agent,
+        closed_at=T0 - closed_ago if closed_ago is not None else None,
+        outcome=outcome,
+        helpful=helpful,
+        final_step_code=step,
+    )
+
+
+@pytest.fixture
+def history(root: User) -> None:
+    """Locks, lookups and sessions spread over the last 40 days."""
+    recent = factories.MethodFactory(method_id="m-recent")
+    lock(recent, T0 - timedelta(hours=2))
+    services.lock_lift(method=recent, actor=root, reason="verified")
+    lock(factories.MethodFactory(method_id="m-3d"), T0 - timedelta(days=3))
+    lock(factories.MethodFactory(method_id="m-3d-bis"), T0 - timedelta(days=3, hours=1))
+    lock(factories.MethodFactory(method_id="m-40d"), T0 - timedelta(days=40))
+
+    india = factories.MethodFactory(phone_number="+919876543210")
+    us = factories.MethodFactory(phone_number="+12025550143")
+    uk = factories.MethodFactory(phone_number="+447400123456")
+    email = factories.MethodFactory(kind=MethodKind.EMAIL, phone_number="", email="a@example.com")
+    lookup(india, verdict=Verdict.REGIONAL_PROVIDER_ISSUE)
+    lookup(india, verdict=Verdict.REGIONAL_PROVIDER_ISSUE, ago=timedelta(days=5))
+    lookup(india, verdict=Verdict.DELIVERED, ago=timedelta(days=6))
+    lookup(us, verdict=Verdict.DELIVERED)
+    lookup(us, verdict=Verdict.DELIVERED, ago=timedelta(days=2))
+    lookup(us, verdict=Verdict.CARRIER_FILTERED, ago=timedelta(days=2))
+    lookup(us, verdict=Verdict.DELIVERED, ago=timedelta(days=45))  # outside 30 days
+    lookup(uk, status=LookupStatus.FAILED)
+    lookup(uk, status=LookupStatus.PENDING)  # not finished: not counted
+    lookup(email, verdict=Verdict.NOT_SENT)
+
+    session(root, step="check_carrier_block", outcome="resolved", helpful=True)
+    session(root, step="check_carrier_block", outcome="resolved", helpful=False)
+    session(root, step="check_carrier_block", outcome="escalated", helpful=None)
+    session(root, step="wait_for_lock_expiry", outcome="not_resolved", helpful=True)
+    session(root, step="wait_for_lock_expiry", outcome="resolved", helpful=True, closed_ago=None)
+    session(
+        root,
+        step="wait_for_lock_expiry",
+        outcome="resolved",
+        helpful=True,
+        closed_ago=timedelta(days=40),
+    )
+
+
+def test_locks_per_day_match_the_event_log(root_client, history):
+    response = root_client.get(URL, {"days": 30})
+
+    assert response.status_code == 200
+    figures = response.context["insights"]
+    period = figures.period
+    assert (period.first_day, period.last_day) == (date(2026, 2, 1), date(2026, 3, 2))
+    locked = Event.objects.filter(
+        outcome="locked", occurred_at__gte=period.start, occurred_at__lt=period.end
+    )
+    assert figures.locks_total == locked.count() == 3
+    assert len(figures.locks) == 30
+    for day in figures.locks:
+        assert day.locked == locked.filter(occurred_at__date=day.day).count(), day
+        assert (
+            day.lifted
+            == Event.objects.filter(type=EventType.LOCK_LIFTED, occurred_at__date=day.day).count()
+        )
+    assert figures.lifts_total == 1
+    html = response.content.decode()
+    assert re.search(r'id="locks-total">\s*3\s*<', html)
+    assert re.search(r'id="lifts-total">\s*1\s*<', html)
+
+
+def test_a_longer_period_takes_in_older_locks(root_client, history):
+    figures = root_client.get(URL, {"days": 90}).context["insights"]
+    assert figures.locks_total == Event.objects.filter(outcome="locked").count() == 4
+    assert len(figures.locks) == 90
+    week = root_client.get(URL, {"days": 7}).context["insights"]
+    assert week.locks_total == 3
+    assert len(week.locks) == 7
+
+
+def test_lookup_verdicts_by_region_match_a_query(root_client, history):
+    figures = root_client.get(URL).context["insights"]
+    period = figures.period
+    finished = DeliveryLookup.objects.filter(
+        created_at__gte=period.start, created_at__lt=period.end, status="succeeded"
+    )
+    by_key = {group.key: group for group in figures.regions}
+
+    india = by_key["+91"]
+    expected = dict(
+        finished.filter(method__phone_number__startswith="+91")
+        .values_list("verdict")
+        .annotate(n=Count("id"))
+    )
+    assert india.counts == expected == {"regional_provider_issue": 2, "delivered": 1}
+    assert india.label == "India (+91)"
+    assert india.advisory is True  # the default advisory from migration 0002
+    assert by_key["+1"].counts == {"delivered": 2, "carrier_filtered": 1}
+    assert by_key["+1"].advisory is False
+    assert by_key["+44"].counts == {insights.LOOKUP_FAILED: 1}
+    assert by_key[insights.EMAIL_REGION].counts == {"not_sent": 1}
+    assert figures.lookups_total == 8
+    assert [group.key for group in figures.regions][:2] == ["+1", "+91"]
+
+    html = root_client.get(URL).content.decode()
+    assert "India (+91)" in html
+    assert "provider advisory" in html
+
+
+def test_next_step_outcomes_and_helpful_rate(root_client, history):
+    response = root_client.get(URL)
+    figures = response.context["insights"]
+    period = figures.period
+    closed = TroubleshootingSession.objects.filter(
+        closed_at__gte=period.start, closed_at__lt=period.end
+    )
+    steps = {step.step_code: step for step in figures.steps}
+
+    carrier = steps["check_carrier_block"]
+    rows = closed.filter(final_step_code="check_carrier_block")
+    assert (carrier.resolved, carrier.not_resolved, carrier.escalated) == (2, 0, 1)
+    assert carrier.total == rows.count()
+    assert carrier.helpful_rate == rows.filter(helpful=True).count() / 2 == 0.5
+    wait = steps["wait_for_lock_expiry"]
+    assert (wait.resolved, wait.not_resolved, wait.escalated, wait.helpful_rate) == (0, 1, 0, 1.0)
+    assert figures.sessions_total == closed.count() == 4
+
+    html = response.content.decode()
+    assert "50% <span" in html
+    assert "(1 of 2)" in html
+
+
+def test_charts_are_inline_svg_with_no_script_and_no_cdn(root_client, history):
+    html = root_client.get(URL).content.decode()
+    charts = re.findall(r"<svg[^>]*class=\"pygal-chart\".*?</svg>", html, re.S)
+    assert len(charts) == 3
+    for chart in charts:
+        assert "<script" not in chart
+        assert "kozea.github.io" not in chart
+        assert 'href="http' not in chart
+    assert "Methods locked" in charts[0]
+    assert "Regional provider issue" in charts[1]
+    assert "check_carrier_block" in charts[2]
+
+
+def test_empty_period_renders(root_client):
+    response = root_client.get(URL, {"days": 7})
+    assert response.status_code == 200
+    assert response.content.decode().count("Nothing in this period") == 3
+
+
+@pytest.mark.parametrize(("raw", "days"), [("7", 7), ("90", 90), ("365", 30), ("x", 30), ("", 30)])
+def test_period_parameter(root_client, raw, days):
+    response = root_client.get(URL, {"days": raw})
+    assert response.status_code == 200
+    assert response.context["insights"].period.days == days
+
+
+def test_insights_need_the_view_permissions():
+    needed = ["view_event", "view_deliverylookup", "view_troubleshootingsession"]
+    user = factories.UserFactory(username="staff", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="twosv", codename__in=needed[:2])
+    )
+    client = Client()
+    client.force_login(user)
+    assert client.get(URL).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename=needed[2]))
+    user = User.objects.get(pk=user.pk)  # drop the permission cache
+    client.force_login(user)
+    assert client.get(URL).status_code == 200
+
+
+def test_anonymous_is_sent_to_login():
+    response = Client().get(URL)
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_figures_take_a_constant_number_of_queries(django_assert_num_queries, history):
+    # One grouped query per figure, plus the active advisories.
+    with django_assert_num_queries(4):
+        insights.insights_for(days=90)
+    for n in range(30):
+        lock(factories.MethodFactory(), T0 - timedelta(days=n % 20, hours=3))
+    with django_assert_num_queries(4):
+        insights.insights_for(days=90)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "code"),
+    [("+141", 1), ("+919", 91), ("+447", 44), ("+211", 211), ("+800", 800), ("+999", None)],
+)
+def test_calling_code_from_a_number_prefix(prefix, code):
+    assert insights.calling_code(prefix) == code
+
+
+def test_insights_page_renders_with_the_demo_fixtures(root_client):
+    call_command("demo_load", stdout=StringIO())
+    response = root_client.get(URL, {"days": 7})
+    assert response.status_code == 200
+    figures = response.context["insights"]
+    period = figures.period
+    assert figures.locks_total == (
+        Event.objects.filter(
+            outcome="locked", occurred_at__gte=period.start, occurred_at__lt=period.end
+        ).count()
+    )
+    assert figures.lookups_total == (
+        DeliveryLookup.objects.filter(
+            created_at__gte=period.start,
+            created_at__lt=period.end,
+            status__in=["succeeded", "failed"],
+        ).count()
+    )

@@ -1,0 +1,442 @@
+"""The CRM sidebar panel (issue 9): signed entry links, framing policy, and the page itself.
+
+The page is driven with Django's test client over the demo data of `manage.py demo_load`; the
+suite-wide fixture in conftest.py fails any test whose responses carry a full phone number.
+"""
+
+import json
+import re
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import time_machine
+from django.conf import settings
+from django.core import signing
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from crm_plugin.panel.links import PANEL_LINK_SALT
+from tests import factories
+from twosv.models import AuditEntry, TroubleshootingSession
+
+pytestmark = pytest.mark.django_db
+
+FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+DEMO_CUSTOMERS = json.loads(FIXTURE.read_text())["customers"]
+LINKS = "/api/v1/panel-links/"
+STEP = re.compile(r'data-step="([a-z0-9_]+)"')
+
+
+def panel_url(customer_id: str, action: str = "") -> str:
+    return f"/panel/customers/{customer_id}/{action}"
+
+
+def step_of(response: Any) -> str:
+    match = STEP.search(response.content.decode())
+    assert match is not None, response.content.decode()[:500]
+    return match.group(1)
+
+
+def first_step(customer: dict[str, Any]) -> str:
+    """Return the step the demo data says the panel opens on (ask_device_access by default)."""
+    walkthrough = customer.get("walkthrough", [])
+    if walkthrough and walkthrough[0]["do"].startswith("open the panel"):
+        return str(walkthrough[0]["step"])
+    return "ask_device_access"
+
+
+@pytest.fixture
+def demo(db: None) -> None:
+    call_command("demo_load", stdout=StringIO())
+
+
+@pytest.fixture
+def panel(client: Client, agent: Any) -> Client:
+    """A browser session signed in as the agent, as a panel link leaves it."""
+    client.force_login(agent)
+    return client
+
+
+def post(client: Client, customer_id: str, action: str, data: dict[str, Any]) -> Any:
+    """POST to a panel endpoint and follow the redirect back to the page."""
+    response = client.post(panel_url(customer_id, action), data)
+    assert response.status_code == 302, response.content[:300]
+    assert response["Location"] == panel_url(customer_id) + "#step"
+    page = client.get(panel_url(customer_id))
+    assert page.status_code == 200
+    return page
+
+
+def answer(client: Client, customer_id: str, field: str, value: str) -> Any:
+    return post(client, customer_id, "answer/", {"field": field, "value": value})
+
+
+def link_for(agent_client: Any, customer_id: str) -> dict[str, Any]:
+    response = agent_client.post(LINKS, {"customer_id": customer_id}, format="json")
+    assert response.status_code == 201, response.content
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry from the CRM: signed links
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_panel_link_signs_the_agent_in_and_opens_the_customer(agent_client, agent):
+    customer = factories.CustomerFactory(customer_id="crm-42", display_name="Ada Lovelace")
+    factories.MethodFactory(customer=customer)
+
+    body = link_for(agent_client, "crm-42")
+
+    parts = urlsplit(body["url"])
+    assert (parts.scheme, parts.netloc, parts.path) == ("http", "testserver", "/panel/enter/")
+    assert set(parse_qs(parts.query)) == {"token"}
+    expires_at = parse_datetime(body["expires_at"])
+    assert expires_at is not None
+    assert abs(expires_at - (timezone.now() + timedelta(minutes=5))) < timedelta(seconds=5)
+
+    browser = Client()
+    response = browser.get(body["url"])
+    assert response.status_code == 302
+    assert response["Location"] == "/panel/customers/crm-42/"
+    page = browser.get(response["Location"])
+    assert page.status_code == 200
+    assert page.wsgi_request.user == agent
+    assert "Ada Lovelace" in page.content.decode()
+    actions = set(AuditEntry.objects.values_list("action", flat=True))
+    assert {"panel_link_create", "panel_link_open", "session_start", "state_read"} <= actions
+
+
+def test_the_link_names_the_agent_and_the_customer_under_its_own_salt(agent_client, agent):
+    factories.CustomerFactory(customer_id="crm-42")
+    token = parse_qs(urlsplit(link_for(agent_client, "crm-42")["url"]).query)["token"][0]
+
+    payload = signing.loads(token, salt=PANEL_LINK_SALT, max_age=300)
+
+    assert (payload["u"], payload["c"]) == (agent.pk, "crm-42")
+    with pytest.raises(signing.BadSignature):
+        signing.loads(token)  # the default salt: a token signed for anything else won't do
+
+
+def test_a_link_expires_after_five_minutes(agent_client):
+    factories.CustomerFactory(customer_id="crm-42")
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        late = link_for(agent_client, "crm-42")["url"]
+        in_time = link_for(agent_client, "crm-42")["url"]
+        traveller.shift(timedelta(minutes=4, seconds=59))
+        assert Client().get(in_time).status_code == 302
+        traveller.shift(timedelta(seconds=2))
+
+        browser = Client()
+        response = browser.get(late)
+
+    assert response.status_code == 403
+    assert "expired" in response.content.decode()
+    assert browser.get(panel_url("crm-42")).status_code == 403  # nobody signed in
+    refused = AuditEntry.objects.get(action="panel_link_open", result="expired")
+    assert refused.customer_ref == "crm-42"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda token: token[:-1] + ("A" if token[-1] != "A" else "B"), id="signature"),
+        pytest.param(lambda token: "x" + token, id="payload"),
+        pytest.param(lambda token: "", id="empty"),
+        pytest.param(
+            lambda token: signing.dumps({"u": 1, "c": "crm-42", "n": "n"}), id="other-salt"
+        ),
+        pytest.param(
+            lambda token: signing.dumps({"u": 1, "c": "crm-42"}, salt=PANEL_LINK_SALT),
+            id="other-shape",
+        ),
+    ],
+)
+def test_a_tampered_link_is_refused(agent_client, tamper):
+    factories.CustomerFactory(customer_id="crm-42")
+    token = parse_qs(urlsplit(link_for(agent_client, "crm-42")["url"]).query)["token"][0]
+
+    browser = Client()
+    response = browser.get("/panel/enter/", {"token": tamper(token)})
+
+    assert response.status_code == 403
+    assert browser.get(panel_url("crm-42")).status_code == 403
+    assert AuditEntry.objects.filter(action="panel_link_open", result="bad_signature").exists()
+
+
+def test_a_link_opens_once(agent_client):
+    factories.CustomerFactory(customer_id="crm-42")
+    url = link_for(agent_client, "crm-42")["url"]
+
+    assert Client().get(url).status_code == 302
+    assert Client().get(url).status_code == 403
+
+
+def test_only_support_agents_get_links(producer_client, staff_client):
+    factories.CustomerFactory(customer_id="crm-42")
+
+    for client in (producer_client, staff_client):
+        response = client.post(LINKS, {"customer_id": "crm-42"}, format="json")
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_a_link_needs_a_token_and_a_known_customer(agent_client):
+    assert Client().post(LINKS, {"customer_id": "crm-42"}).status_code == 401
+    response = agent_client.post(LINKS, {"customer_id": "nobody"}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_customer"
+    response = agent_client.post(LINKS, {"customer_id": "crm-42", "x": 1}, format="json")
+    assert response.status_code == 400
+
+
+def test_an_agent_who_lost_the_role_cant_open_their_link(agent_client, agent):
+    factories.CustomerFactory(customer_id="crm-42")
+    url = link_for(agent_client, "crm-42")["url"]
+    agent.groups.clear()
+
+    assert Client().get(url).status_code == 403
+    assert AuditEntry.objects.filter(action="panel_link_open", result="not_an_agent").exists()
+
+
+def test_the_panel_is_for_support_agents_only(client, producer, staff):
+    factories.CustomerFactory(customer_id="crm-42")
+
+    assert client.get(panel_url("crm-42")).status_code == 403  # nobody signed in
+    for user in (producer, staff):
+        client.force_login(user)
+        assert client.get(panel_url("crm-42")).status_code == 403
+        response = client.post(panel_url("crm-42", "answer/"), {"field": "has_device_access"})
+        assert response.status_code == 403
+    assert not TroubleshootingSession.objects.exists()
+    assert AuditEntry.objects.filter(action="permission_denied", customer_ref="crm-42").count() == 4
+
+
+def test_an_unknown_customer_is_a_404_page(panel):
+    response = panel.get(panel_url("nobody"))
+    assert response.status_code == 404
+    assert "Unknown customer" in response.content.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing: CSP frame-ancestors on the panel, X-Frame-Options everywhere else
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_panel_may_be_framed_by_the_configured_crm_only(panel, settings, agent_client):
+    settings.CRM_PANEL_FRAME_ANCESTORS = ["https://crm.example.com", "https://*.crm.example.net"]
+    factories.CustomerFactory(customer_id="crm-42")
+
+    for response in (
+        panel.get(panel_url("crm-42")),
+        panel.get(panel_url("nobody")),
+        Client().get(panel_url("crm-42")),
+        Client().get("/panel/enter/", {"token": "forged"}),
+    ):
+        policy = response["Content-Security-Policy"]
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
+        assert directives["frame-ancestors"] == [
+            "'self'",
+            "https://crm.example.com",
+            "https://*.crm.example.net",
+        ]
+        assert directives["default-src"] == ["'self'"]
+        assert "X-Frame-Options" not in response
+        assert "no-store" in response["Cache-Control"]
+
+    api = agent_client.get("/api/v1/customers/crm-42/twosv/")
+    assert api["X-Frame-Options"] == "DENY"
+
+
+def test_by_default_only_the_site_itself_may_frame_the_panel(panel):
+    factories.CustomerFactory(customer_id="crm-42")
+    policy = panel.get(panel_url("crm-42"))["Content-Security-Policy"]
+    assert "frame-ancestors 'self'" in policy.split("; ")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page on the demo data
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("customer", DEMO_CUSTOMERS, ids=[c["customer_id"] for c in DEMO_CUSTOMERS])
+def test_the_panel_renders_every_demo_situation(demo, panel, customer):
+    response = panel.get(panel_url(customer["customer_id"]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert step_of(response) == first_step(customer)
+    assert "<script>" not in html and " style=" not in html  # CSP: nothing inline
+    state_reads = AuditEntry.objects.filter(
+        action="state_read", customer_ref=customer["customer_id"]
+    )
+    assert state_reads.count() == 1
+
+
+def test_a_locked_method_shows_its_countdown_and_resend_count(demo, panel):
+    html = panel.get(panel_url("demo-locked")).content.decode()
+
+    seconds = [int(s) for s in re.findall(r'data-countdown="(\d+)"', html)]
+    assert seconds and all(17 * 3600 < s < 24 * 3600 for s in seconds)
+    assert "/200</strong>" in html
+    assert "Locked" in html
+
+
+def test_a_hidden_backup_is_marked_and_explained(demo, panel):
+    html = panel.get(panel_url("demo-hidden-backup")).content.decode()
+
+    assert html.count("hidden in CRM") == 1
+    assert "advisory-backup_hidden" in html
+    assert "No code?" in html
+
+
+def test_advisories_show_beside_the_step(demo, panel):
+    assert "advisory-approaching_lock" in panel.get(panel_url("demo-approaching")).content.decode()
+    india = panel.get(panel_url("demo-india")).content.decode()
+    assert "advisory-regional_provider" in india
+    assert "Twilio" in india
+    assert "+91 ••••••••10" in india  # masked: country code and the last two digits
+
+
+def test_yes_and_no_walk_the_article_general_steps(demo, panel):
+    customer = "demo-sms-only"
+    assert step_of(panel.get(panel_url(customer))) == "ask_device_access"
+
+    page = answer(panel, customer, "has_device_access", "yes")
+    assert step_of(page) == "verify_phone_number"
+
+    page = post(panel, customer, "verify-phone/", {"phone_number": "(202) 555-0143"})
+    assert "Match: the number is the one on file." in page.content.decode()
+    assert step_of(page) == "check_ats_delivery"
+
+    page = post(panel, customer, "lookup/", {})
+    assert step_of(page) == "problem_lies_elsewhere"
+    assert "Delivered" in page.content.decode()
+
+    page = post(
+        panel, customer, "close/", {"outcome": "resolved", "helpful": "yes", "comment": "ok"}
+    )
+    assert "Session closed" in page.content.decode()
+    session = TroubleshootingSession.objects.get(customer__customer_id=customer)
+    assert (session.outcome, session.helpful, session.final_step_code) == (
+        "resolved",
+        True,
+        "problem_lies_elsewhere",
+    )
+    assert session.has_device_access is True and session.phone_number_matches is True
+
+
+def test_no_device_leads_to_the_cancel_flow_and_the_answers_can_be_cleared(demo, panel):
+    page = answer(panel, "demo-sms-only", "has_device_access", "no")
+    assert step_of(page) == "cancel_2sv_no_device_access"
+    assert settings.TWOSV_CANCEL_2SV_URL in page.content.decode()
+
+    page = post(panel, "demo-sms-only", "answers/reset/", {})
+    assert step_of(page) == "ask_device_access"
+
+
+def test_a_hidden_backup_is_offered_when_the_device_is_lost(demo, panel):
+    page = answer(panel, "demo-hidden-backup", "has_device_access", "no")
+    assert step_of(page) == "ask_backup_device_access"
+    page = answer(panel, "demo-hidden-backup", "has_backup_device_access", "yes")
+    assert step_of(page) == "use_backup_method"
+
+
+def test_a_changed_number_shows_no_match_and_never_the_number(demo, panel):
+    answer(panel, "demo-changed-number", "has_device_access", "yes")
+
+    page = post(panel, "demo-changed-number", "verify-phone/", {"phone_number": "+12135550111"})
+
+    html = page.content.decode()
+    assert "No match" in html
+    assert "2135550111" not in html and "213-555-0111" not in html
+    assert step_of(page) == "cancel_2sv_no_device_access"
+
+
+def test_phone_checks_are_limited_per_session(demo, panel):
+    answer(panel, "demo-sms-only", "has_device_access", "yes")
+    for tries_left in (4, 3):
+        page = post(panel, "demo-sms-only", "verify-phone/", {"phone_number": "not a number"})
+        assert "Not a phone number" in page.content.decode()
+        assert f"({tries_left} tries left)" in page.content.decode()
+    for _ in range(3):
+        page = post(panel, "demo-sms-only", "verify-phone/", {"phone_number": "+12025550100"})
+    page = post(panel, "demo-sms-only", "verify-phone/", {"phone_number": "+12025550143"})
+    assert "no more tries" in page.content.decode()
+    assert step_of(page) == "cancel_2sv_no_device_access"  # the last answer was "no match"
+
+
+def test_a_locked_primary_with_a_backup_asks_about_the_backup_device(demo, panel):
+    assert step_of(panel.get(panel_url("demo-locked-backup"))) == "ask_backup_device_access"
+    page = answer(panel, "demo-locked-backup", "has_backup_device_access", "no")
+    assert step_of(page) == "wait_for_lock_expiry"
+
+    page = post(panel, "demo-locked-backup", "method/", {"method_id": "demo-locked-backup-app"})
+    assert step_of(page) == "ask_device_access"
+    assert 'data-method="demo-locked-backup-app"' in page.content.decode()
+
+
+def test_a_pending_lookup_is_polled_through_the_status_fragment(demo, panel):
+    page = panel.get(panel_url("demo-lookup-pending")).content.decode()
+    assert 'data-poll-url="/panel/customers/demo-lookup-pending/lookup/status/"' in page
+
+    fragment = panel.get(panel_url("demo-lookup-pending", "lookup/status/"))
+    assert fragment.status_code == 200
+    html = fragment.content.decode()
+    assert html.lstrip().startswith('<div id="lookup-status"')
+    assert 'data-status="pending"' in html and "data-poll-url" in html
+
+    finished = panel.get(panel_url("demo-lookup-failed", "lookup/status/")).content.decode()
+    assert 'data-finished="1"' in finished and "data-poll-url" not in finished
+
+
+def test_one_session_per_customer_and_agent_until_closed(demo, panel, client):
+    panel.get(panel_url("demo-sms-only"))
+    panel.get(panel_url("demo-sms-only"))
+    panel.get(panel_url("demo-india"))
+    assert TroubleshootingSession.objects.count() == 2
+
+    other = Client()
+    other.force_login(factories.UserFactory(username="agent2", groups=["support_agent"]))
+    other.get(panel_url("demo-sms-only"))
+    assert TroubleshootingSession.objects.count() == 3
+
+    post(panel, "demo-sms-only", "close/", {"outcome": "escalated"})
+    page = answer(panel, "demo-sms-only", "has_device_access", "yes")
+    assert "This session is closed." in page.content.decode()
+    post(panel, "demo-sms-only", "new-session/", {})
+    assert TroubleshootingSession.objects.filter(closed_at__isnull=True).count() == 3
+
+
+def test_posts_need_the_csrf_token(demo, agent):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(agent)
+    browser.get(panel_url("demo-sms-only"))
+    data = {"field": "has_device_access", "value": "yes"}
+
+    assert browser.post(panel_url("demo-sms-only", "answer/"), data).status_code == 403
+
+    data["csrfmiddlewaretoken"] = browser.cookies["csrftoken"].value
+    assert browser.post(panel_url("demo-sms-only", "answer/"), data).status_code == 302
+
+
+def test_bad_form_input_changes_nothing(demo, panel):
+    panel.get(panel_url("demo-sms-only"))
+    for action, data in [
+        ("answer/", {"field": "has_device_access", "value": "maybe"}),
+        ("answer/", {"field": "phone_number_matches", "value": "yes"}),
+        ("close/", {"outcome": "solved"}),
+        ("method/", {"method_id": "no-such-method"}),
+    ]:
+        page = post(panel, "demo-sms-only", action, data)
+        assert "flash-error" in page.content.decode()
+    session = TroubleshootingSession.objects.get()
+    assert session.has_device_access is None and session.closed_at is None
+    assert panel.get(panel_url("demo-sms-only", "answer/")).status_code == 405

@@ -1,0 +1,73 @@
+"""Celery tasks: thin wrappers that take ids, call a service, and retry transient ATS errors.
+
+Every wait here stays far below the Redis visibility timeout (tests/test_celery_settings.py
+checks it): a countdown longer than that makes Redis hand the message out again while the
+first copy still waits, and the task runs again, in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import Task, shared_task
+from celery.exceptions import Retry
+
+from twosv import services
+from twosv.ats import AtsTransientError, backoff_seconds
+
+logger = logging.getLogger(__name__)
+
+# Exponential backoff with full jitter between tries: 2 s, 4 s, 8 s, ... at most 60 s, and at
+# least what a Retry-After asks for (itself capped at 60 s). The cap also stays below
+# TWOSV_LOOKUP_STALE_AFTER, so the sweeper never mistakes a lookup waiting for its retry for a
+# lost one.
+RETRY_BACKOFF_BASE = 2.0
+RETRY_BACKOFF_MAX = 60.0
+
+
+def retry_countdown(
+    retries: int, retry_after: float | None = None, *, rng: random.Random | None = None
+) -> float:
+    """Return how long to wait before retry number `retries` (0 for the first retry)."""
+    return backoff_seconds(
+        retries, base=RETRY_BACKOFF_BASE, cap=RETRY_BACKOFF_MAX, retry_after=retry_after, rng=rng
+    )
+
+
+@shared_task(
+    bind=True,
+    name="twosv.tasks.delivery_lookup_run",
+    # Safe to run twice: the lookup row says whether it is finished or another try owns it.
+    acks_late=True,
+    # The tries are bounded by the lookup row (TWOSV_LOOKUP_MAX_TRIES), which survives the
+    # sweeper's fresh messages; Celery's own per-message counter would not.
+    max_retries=None,
+    ignore_result=True,
+)
+def delivery_lookup_run(self: Task, lookup_id: str) -> Retry | None:
+    """Run one try of the delivery lookup; retry a transient ATS error after a backoff."""
+    try:
+        services.lookup_run(lookup_id=lookup_id)
+    except AtsTransientError as exc:
+        countdown = retry_countdown(self.request.retries, exc.retry_after)
+        logger.info(
+            "Delivery lookup %s: transient ATS error (%s); retrying in %.1f s.",
+            lookup_id,
+            exc,
+            countdown,
+            extra={"lookup_id": lookup_id, "retry_countdown": countdown},
+        )
+        if self.request.is_eager:
+            # Eager mode (the embedded default) re-raises a raised Retry to the caller, as
+            # it propagates errors, instead of running it: hand the Retry back and
+            # `apply()` runs the next try inline (without the wait).
+            return self.retry(exc=exc, countdown=countdown, throw=False)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    return None
+
+
+@shared_task(name="twosv.tasks.delivery_lookup_sweep", ignore_result=True)
+def delivery_lookup_sweep() -> int:
+    """Publish again the lookups left pending (broker down, message lost) or stuck running."""
+    return services.lookups_sweep()
