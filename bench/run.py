@@ -19,6 +19,7 @@ Usage: .venv/bin/python bench/run.py [--reseed] [--duration 10] [--connections 4
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -230,6 +231,8 @@ class Proc:
         return sorted(found)
 
     def stop(self) -> None:
+        """Stop the process and its children (gunicorn's workers, Celery's pool)."""
+        children = self.children()
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -237,6 +240,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.log.close()
 
     def tail(self, lines: int = 30) -> str:
@@ -253,7 +259,7 @@ def proc_memory(pid: int) -> dict[str, int]:
     return values
 
 
-def wait_http(port: int, path: str, timeout: float = 30.0) -> None:
+def wait_http(port: int, path: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -363,6 +369,7 @@ def run_wrk(
         "max_ms": round(stats["max_us"] / 1000, 2),
         "errors": errors,
         "non_2xx": stats["errors_status"],
+        "load_after": load_average(),
     }
 
 
@@ -559,6 +566,25 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
 AGENT_TOKEN = ""  # set from bench.seed once Django is up
 
 
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the rounds' requests; take the median of their percentiles."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    merged: dict[str, Any] = {"requests": requests, "seconds": round(seconds, 2)}
+    merged["rps"] = round(requests / seconds, 1)
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+        merged[key] = round(statistics.median(r[key] for r in rounds), 2)
+    merged["max_ms"] = max(r["max_ms"] for r in rounds)
+    merged["errors"] = sum(r["errors"] for r in rounds)
+    merged["non_2xx"] = sum(r["non_2xx"] for r in rounds)
+    merged["rounds"] = [{k: r[k] for k in ("requests", "rps", "p50_ms", "p99_ms")} for r in rounds]
+    return merged
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if not a or not b:
         return None
@@ -570,6 +596,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reseed", action="store_true", help="drop the bench database, reseed")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk figure")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (c) (a) (b)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per figure")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (= threads)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
@@ -688,14 +715,40 @@ def main() -> int:
         figures: dict[str, Callable[[], dict[str, Any]]] = {}
         base_now = int(started.timestamp())
 
-        def get_figure(path: str) -> Callable[[], dict[str, Any]]:
-            def measure() -> dict[str, Any]:
-                run_wrk(wrk, port, path, get_script, seconds=args.warmup, connections=threads)
-                return run_wrk(
-                    wrk, port, path, get_script, seconds=args.duration, connections=threads
-                )
+        get_paths = {
+            "c": "/bench/floor/",
+            "a": f"/api/v1/customers/{seed.TYPICAL_CUSTOMER}/twosv/",
+            "b": f"/api/v1/customers/{seed.BIG_CUSTOMER}/twosv/",
+        }
 
-            return measure
+        def get_figures(keys: str) -> None:
+            """Measure the GET figures in interleaved rounds (c a b c a b ...), so that a load
+            change on the machine during the run hits all of them alike."""
+            for key in keys:
+                run_wrk(
+                    wrk, port, get_paths[key], get_script, seconds=args.warmup, connections=threads
+                )
+            rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+            for n in range(args.rounds):
+                for key in keys:
+                    rounds[key].append(
+                        run_wrk(
+                            wrk,
+                            port,
+                            get_paths[key],
+                            get_script,
+                            seconds=args.duration / args.rounds,
+                            connections=threads,
+                        )
+                    )
+                log(
+                    f"round {n + 1}/{args.rounds}: "
+                    + ", ".join(f"({k}) p50 {rounds[k][-1]['p50_ms']} ms" for k in keys)
+                    + f"; load {load_average()}"
+                )
+            for key in keys:
+                results[key] = merge_rounds(rounds[key])
+                log(f"({key}) {json.dumps(results[key])}")
 
         def ingest_figure(phase: str, body: str, path: str) -> Callable[[], dict[str, Any]]:
             def measure() -> dict[str, Any]:
@@ -718,18 +771,22 @@ def main() -> int:
                     **common,
                 )
                 run_wrk(wrk, port, path, warm, seconds=args.warmup, connections=threads)
+                wait_drained()
+                began = time.perf_counter()
                 result = run_wrk(wrk, port, path, timed, seconds=args.duration, connections=threads)
+                # Requests still running when wrk stops finish on the server: count what the
+                # database holds once it is idle, over the time until then.
+                result["drain_s"] = round(wait_drained(), 2)
+                elapsed = time.perf_counter() - began
                 per_request = BATCH if phase == "e" else 1
-                result["events_per_s"] = round(result["rps"] * per_request, 1)
                 result["accepted_events"] = count_accepted(run, phase, "t")
                 result["sent_events"] = result["requests"] * per_request
+                result["events_per_s_wrk"] = round(result["rps"] * per_request, 1)
+                result["events_per_s"] = round(result["accepted_events"] / elapsed, 1)
                 return result
 
             return measure
 
-        figures["c"] = get_figure("/bench/floor/")
-        figures["a"] = get_figure(f"/api/v1/customers/{seed.TYPICAL_CUSTOMER}/twosv/")
-        figures["b"] = get_figure(f"/api/v1/customers/{seed.BIG_CUSTOMER}/twosv/")
         figures["d"] = ingest_figure("d", LUA_SINGLE, "/api/v1/events/")
         figures["e"] = ingest_figure("e", LUA_BATCH, "/api/v1/events/batch/")
         names = {
@@ -741,7 +798,11 @@ def main() -> int:
             "f": f"raw psycopg2 insert, {BATCH} a transaction",
             "g": "delivery lookup, request to result",
         }
-        for key in "cabde":
+        get_keys = "".join(key for key in "cab" if key in args.only)
+        if get_keys:
+            log(f"({') ('.join(get_keys)}) in {args.rounds} interleaved rounds ...")
+            get_figures(get_keys)
+        for key in "de":
             if key in args.only:
                 log(f"({key}) {names[key]} ...")
                 results[key] = figures[key]()
@@ -778,6 +839,32 @@ def main() -> int:
     cleanup = cleanup_run_data()
     report(results, args, seed_info, names, time.perf_counter() - overall, cleanup)
     return 0
+
+
+def wait_drained(timeout: float = 120.0) -> float:
+    """Wait until no backend of the bench database is running a statement or a transaction
+    (but ours); return the seconds waited."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    quiet_since = None
+    while time.perf_counter() - started < timeout:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid() AND state IN ('active', 'idle in transaction')",
+                [DB_NAME],
+            )
+            busy = cursor.fetchone()[0]
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.perf_counter()
+        elif time.perf_counter() - quiet_since > 0.3:
+            break
+        time.sleep(0.05)
+    connection.close()
+    return time.perf_counter() - started
 
 
 def count_accepted(run: str, phase: str, tag: str) -> int:

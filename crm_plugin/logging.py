@@ -62,7 +62,7 @@ class MaskPhoneNumbersFilter(logging.Filter):
             try:
                 message = record.getMessage()
             except (TypeError, ValueError):  # a broken format string: keep what was given
-                message = str(record.msg)
+                message = f"{record.msg} {record.args!r}"
             record.msg = mask_phone_numbers(message)
             record.args = None
         if record.exc_info:

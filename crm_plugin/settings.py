@@ -271,5 +271,8 @@ LOGGING = {
         # The request log below replaces Django's own per-request lines.
         "django.server": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
+        # httpx logs every request's URL at INFO, and the ATS URL carries the phone number.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

@@ -480,3 +480,34 @@ def test_export_only_no_import(root_client):
     for model in (AuditEntry, TroubleshootingSession):
         with pytest.raises(NoReverseMatch):
             reverse(f"admin:twosv_{model._meta.model_name}_import")
+
+
+def test_customer_name_is_editable_and_methods_stay_read_only(root_client):
+    method = factories.MethodFactory(label="Work phone")
+    customer = method.customer
+    data = {
+        "display_name": "Renamed",
+        "methods-TOTAL_FORMS": "1",
+        "methods-INITIAL_FORMS": "1",
+        "methods-MIN_NUM_FORMS": "0",
+        "methods-MAX_NUM_FORMS": "1000",
+        "methods-0-id": str(method.pk),
+        "methods-0-customer": str(customer.pk),
+        "methods-0-label": "tampered",
+        "customer_id": "tampered",
+    }
+    response = root_client.post(change(customer), data)
+    assert response.status_code == 302
+    customer.refresh_from_db()
+    method.refresh_from_db()
+    assert customer.display_name == "Renamed"
+    assert customer.customer_id != "tampered"
+    assert method.label == "Work phone"
+
+
+def test_method_page_edits_only_what_the_crm_shows(root_client):
+    method = factories.MethodFactory(phone_number=PHONE, label="Mobile")
+    data = {"label": "Work", "visible_in_crm": "on", "phone_number": "+14155550199"}
+    assert root_client.post(change(method), data).status_code == 302
+    method.refresh_from_db()
+    assert (method.label, method.phone_number) == ("Work", PHONE)

@@ -238,6 +238,16 @@ def test_patch_refuses_a_method_of_another_customer(agent_client, customer):
     assert agent_client.get(url(session)).json()["method_id"] == "m-sms"
 
 
+def test_patch_refuses_a_removed_method(agent_client, customer):
+    ingest("cust-1", "method_removed", method_id="m-app")
+    session = start(agent_client)
+
+    response = patch(agent_client, session, {"method_id": "m-app"})
+
+    assert response.status_code == 409
+    assert error_code(response) == "method_removed"
+
+
 def test_patch_switches_the_method_and_forgets_the_other_numbers_verification(
     agent_client, customer
 ):
@@ -304,6 +314,28 @@ def test_verify_phone_compares_in_any_format_and_never_echoes(
     for form in ("4155550123", "415-555-0123", "415) 555-0123", "555-0123", "5550123"):
         assert form not in response.content.decode()
     assert agent_client.get(url(session)).json()["phone_number_matches"] is match
+
+
+@pytest.mark.parametrize(
+    ("stored", "spoken"),
+    [
+        ("+919876543210", "098765 43210"),
+        ("+919876543210", "98765-43210"),
+        ("+919876543210", "+91 98765 43210"),
+        ("+442079460958", "020 7946 0958"),
+        ("+442079460958", "+44 (0)20 7946 0958"),
+    ],
+)
+def test_verify_phone_takes_the_national_format_of_the_numbers_country(
+    agent_client, stored, spoken
+):
+    enroll("cust-1", "m-sms", phone_number=stored)
+    session = start(agent_client, answers={"has_device_access": True})
+
+    response = verify(agent_client, session, spoken)
+
+    assert response.status_code == 200
+    assert response.json()["match"] is True
 
 
 @pytest.mark.parametrize("spoken", ["not a number", "12", "+", "☎☎☎☎☎☎☎☎", "x" * 40])

@@ -258,3 +258,26 @@ def test_a_lift_racing_new_resends_loses_nothing(settings, staff):
     assert state.status == "active"
     assert state.resend_count == after.count()
     assert_exact(method)
+
+
+def test_concurrent_enrolments_for_one_new_customer_create_it_once():
+    jobs = [
+        ingest_job(
+            f"enrol-{n}",
+            timezone.now() - timedelta(minutes=1),
+            EventType.METHOD_ENROLLED,
+            method_id=f"m-{n}",
+            customer_id="c-new",
+            kind="security_key",
+            role="backup",
+        )
+        for n in range(10)
+    ]
+
+    results = in_threads(jobs, threads=10)
+
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors[:3]
+    assert Counter(r.status for r in results) == {"accepted": 10}
+    customer = Customer.objects.get(customer_id="c-new")
+    assert customer.methods.count() == 10

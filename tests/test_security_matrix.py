@@ -183,7 +183,7 @@ OPERATIONS = [
         audited_read="session_close",
     ),
     Operation(
-        "lookup-request",
+        "delivery-lookup-request",
         "post",
         "/api/v1/customers/{customer_id}/twosv/delivery-lookups/",
         # The set-up's lookup is still pending: the agent gets it back (200), not a new one.
@@ -192,11 +192,20 @@ OPERATIONS = [
         audited_read="lookup_request",
     ),
     Operation(
-        "lookup-detail",
+        "delivery-lookup-detail",
         "get",
         "/api/v1/twosv/delivery-lookups/{lookup_id}/",
         {**AGENT_ONLY, "agent": 200, "staff": 200},
         audited_read="lookup_read",
+    ),
+    Operation(
+        "panel-link-create",
+        "post",
+        "/api/v1/panel-links/",
+        # The link signs its holder in to the panel: agents only, not even superusers.
+        {**AGENT_ONLY, "agent": 201, "staff": 403},
+        body=lambda w: {"customer_id": w.customer.customer_id},
+        audited_read="panel_link_create",
     ),
     Operation(
         "event-create",
@@ -353,7 +362,7 @@ def test_another_agents_session_answers_404_like_an_unknown_one(world, method, s
 
 @pytest.mark.parametrize(
     "customer_id",
-    ["nobody", "x" * 65, "a'b OR 1=1", "%F0%9F%98%80", "..", "a%2Fb", "cust%00matrix"],
+    ["nobody", "x" * 65, "a'b OR 1=1", "%F0%9F%98%80", "..", "cust%00matrix", "%E2%80%AEcust"],
 )
 @pytest.mark.parametrize("suffix", ["", "sessions/", "delivery-lookups/"])
 def test_unknown_and_malformed_customer_ids_answer_the_same_404(world, customer_id, suffix):

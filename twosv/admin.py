@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 import pygal
@@ -101,7 +102,7 @@ def _actor(request: HttpRequest) -> User:
     return request.user
 
 
-def _locked_now(now: Any) -> Q:
+def _locked_now(now: datetime) -> Q:
     """Match methods whose lock holds at `now` (same rule as policy.Lock.active_at)."""
     return (
         Q(locked_at__lte=now, locked_until__gt=now)
@@ -527,7 +528,8 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("data"))
     def data_masked(self, event: Event) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(_masked_data(event.data), indent=2, ensure_ascii=False))
+        data = json.dumps(_masked_data(event.data), indent=2, ensure_ascii=False)
+        return format_html("<pre>{}</pre>", data)
 
     def get_urls(self) -> list[URLPattern]:
         insights_url = path(
@@ -603,6 +605,7 @@ def _drop_scripts(root: Any) -> Any:
 
 def _render(chart: Any) -> SafeString:
     # pygal builds the SVG with ElementTree, which escapes every label and title we pass in.
+    chart.add_xml_filter(_drop_scripts)
     svg: str = chart.render(is_unicode=True)
     return mark_safe(svg)  # noqa: S308
 
@@ -610,13 +613,14 @@ def _render(chart: Any) -> SafeString:
 def _chart_config(**overrides: Any) -> dict[str, Any]:
     return {
         "js": [],
-        "xml_filters": [_drop_scripts],
         "disable_xml_declaration": True,
         "explicit_size": False,
         "legend_at_bottom": True,
         "legend_at_bottom_columns": 4,
         "no_data_text": str(_("Nothing in this period")),
         "print_zeroes": False,
+        "truncate_label": -1,
+        "truncate_legend": -1,
         "show_y_guides": True,
         "height": 360,
         "width": 1000,
@@ -638,11 +642,12 @@ def _locks_chart(figures: insights.Insights) -> SafeString:
         x_label_rotation=0,
         show_minor_x_labels=False,
         x_labels_major=[f"{day.day:%b %d}" for day in days[::step]],
-        y_labels=_count_ticks(max([day.locked for day in days] + [day.lifted for day in days])),
         **_chart_config(),
     )
     chart.x_labels = [f"{day.day:%b %d}" for day in days]
     if figures.locks_total or figures.lifts_total:
+        # Set only with data: pygal can't place y labels on an empty chart.
+        chart.y_labels = _count_ticks(max(max(day.locked, day.lifted) for day in days))
         chart.add(str(_("Methods locked")), [day.locked for day in days])
         chart.add(str(_("Locks lifted by admins")), [day.lifted for day in days])
     return _render(chart)
@@ -653,8 +658,7 @@ def _verdicts_chart(figures: insights.Insights) -> SafeString:
     verdicts = [value for value, _label in insights.VERDICT_COLUMNS]
     chart = pygal.HorizontalStackedBar(
         style=_style(tuple(VERDICT_COLOURS[value] for value in verdicts)),
-        height=max(220, 90 + 36 * len(groups)),
-        **_chart_config(legend_at_bottom_columns=4),
+        **_chart_config(height=max(240, 130 + 36 * len(groups)), legend_at_bottom_columns=3),
     )
     # pygal draws the first label at the bottom; list the largest group first, at the top.
     chart.x_labels = [group.label for group in reversed(groups)]
@@ -668,8 +672,7 @@ def _steps_chart(figures: insights.Insights) -> SafeString:
     steps = figures.steps[:12]
     chart = pygal.HorizontalStackedBar(
         style=_style(("#2e7d32", "#ef6c00", "#c62828")),
-        height=max(220, 90 + 36 * len(steps)),
-        **_chart_config(legend_at_bottom_columns=3),
+        **_chart_config(height=max(220, 90 + 36 * len(steps)), legend_at_bottom_columns=3),
     )
     chart.x_labels = [step.step_code or "(no step)" for step in reversed(steps)]
     if steps:

@@ -11,10 +11,10 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import geocoder
 from django.db.models import Count, Q
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
+from phonenumbers import geocoder
 
 from twosv.models import (
     DeliveryLookup,

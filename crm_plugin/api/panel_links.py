@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
+from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.sessions import StrictSerializer
 from crm_plugin.panel import links
@@ -34,7 +35,7 @@ class PanelLinkCreateApi(AuditedApiView):
 
     @extend_schema(
         request=PanelLinkInput,
-        responses={201: PanelLinkOutput},
+        responses={201: PanelLinkOutput, 404: error_response("No customer with this id.")},
         summary="A signed URL (valid 5 minutes, once) that opens the panel for this agent",
     )
     def post(self, request: Request) -> Response:
