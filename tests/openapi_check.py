@@ -73,8 +73,10 @@ def response_problems(
 ) -> list[str]:
     """Return what is wrong with one response against the schema (nothing: an empty list)."""
     found = find_operation(method, path)
-    if found is None:
-        return []  # a route the schema doesn't describe (405 for a method, 404 for a path)
+    if found is None or status >= 500:
+        # A route the schema doesn't describe (405 for a method, 404 for a path), or the server
+        # failing: a 5xx is a bug of its own, which the test that provokes it asserts.
+        return []
     template, operation = found
     where = f"{method.upper()} {template} -> {status}"
     documented = operation["responses"].get(str(status))
@@ -93,7 +95,15 @@ def response_problems(
         data = json.loads(body)
     except ValueError:
         return [f"{where}: not JSON"]
-    return [
-        f"{where}: {'/'.join(map(str, error.absolute_path)) or '(body)'}: {error.message}"
-        for error in validator.iter_errors(data)
-    ]
+    return [_describe(where, error) for error in validator.iter_errors(data)]
+
+
+def _describe(where: str, error: jsonschema.ValidationError) -> str:
+    # A nullable object is an anyOf [object, null]: name what is wrong inside the object.
+    while error.context:
+        inside = [e for e in error.context if (e.validator, e.validator_value) != ("type", "null")]
+        best = jsonschema.exceptions.best_match(inside or error.context)
+        if best is None:
+            break
+        error = best
+    return f"{where}: {'/'.join(map(str, error.absolute_path)) or '(body)'}: {error.message}"

@@ -54,9 +54,15 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    from django.db import DEFAULT_DB_ALIAS, connections
     from playwright.sync_api import sync_playwright
 
+    connection = connections[DEFAULT_DB_ALIAS]
     with sync_playwright() as playwright:
+        # With Playwright's event loop running in this thread, Django looks connections up per
+        # async context and would open a second one. Keep the thread's own: live_server shares
+        # it (in-memory SQLite), and serialized_rollback restores the contents kept on it.
+        connections[DEFAULT_DB_ALIAS] = connection
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()

@@ -263,9 +263,10 @@ def test_a_result_is_dropped_when_a_newer_try_took_over_meanwhile(method: Any) -
     assert not DeliveryAttempt.objects.exists()
 
 
-def test_an_unknown_lookup_is_ignored(db: None) -> None:
-    assert services.lookup_run(lookup_id="00000000-0000-0000-0000-000000000000") is None
-    tasks.delivery_lookup_run.delay("00000000-0000-0000-0000-000000000000")
+@pytest.mark.parametrize("lookup_id", ["00000000-0000-0000-0000-000000000000", "garbage"])
+def test_an_unknown_lookup_is_ignored(db: None, lookup_id: str) -> None:
+    assert services.lookup_run(lookup_id=lookup_id) is None
+    tasks.delivery_lookup_run.delay(lookup_id)
 
 
 # --- lookup_request: enqueued after commit, never before --------------------------------------

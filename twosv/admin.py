@@ -551,6 +551,7 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": _("2SV insights"),
+            "app_name": self.opts.app_config.verbose_name,
             "insights": figures,
             "periods": insights.PERIODS,
             "verdict_columns": insights.VERDICT_COLUMNS,

@@ -942,15 +942,20 @@ def lookup_run(
     """
     now = timezone.now()
     max_tries: int = settings.TWOSV_LOOKUP_MAX_TRIES
+    try:
+        pk = uuid.UUID(str(lookup_id))
+    except ValueError:
+        lookup_log.warning("Delivery lookup id %r is not a UUID; nothing to run.", lookup_id)
+        return None
     with transaction.atomic():
         lookup = (
             DeliveryLookup.objects.select_for_update(of=("self",))
             .select_related("method")
-            .filter(pk=lookup_id)
+            .filter(pk=pk)
             .first()
         )
         if lookup is None:
-            lookup_log.warning("Delivery lookup %s does not exist; nothing to run.", lookup_id)
+            lookup_log.warning("Delivery lookup %s does not exist; nothing to run.", pk)
             return None
         if lookup.status in LOOKUP_FINISHED:
             return lookup
@@ -962,13 +967,16 @@ def lookup_run(
             # A duplicate message (the sweeper's) while a worker is on it: leave it be.
             return lookup
         if lookup.tries >= max_tries:
-            # The last try never finished: its worker was lost, or the ATS hung it.
+            # No try left: the last one never finished (its worker was lost, or the ATS hung
+            # it), or TWOSV_LOOKUP_MAX_TRIES was lowered meanwhile.
+            last = (
+                "the last try did not finish (its worker was lost or the ATS did not answer)."
+                if lookup.status == LookupStatus.RUNNING
+                else lookup.failure_reason or "no tries left."
+            )
             lookup.status = LookupStatus.FAILED
             lookup.finished_at = now
-            lookup.failure_reason = (
-                f"Gave up after {lookup.tries} tries: the last try did not finish "
-                "(its worker was lost or the ATS did not answer)."
-            )
+            lookup.failure_reason = f"Gave up after {lookup.tries} tries: {last}"[:500]
             lookup.save(update_fields=["status", "finished_at", "failure_reason"])
             return lookup
         lookup.status = LookupStatus.RUNNING

@@ -21,7 +21,7 @@ from twosv.selectors import access_customer
 class LookupOutput(serializers.Serializer):
     """A lookup as agents see it: the attempts never carry the recipient's number."""
 
-    class AttemptOutput(serializers.Serializer):
+    class LookupAttemptOutput(serializers.Serializer):
         sent_at = serializers.DateTimeField()
         status = serializers.CharField()
         error_code = serializers.IntegerField(allow_null=True)
@@ -34,7 +34,7 @@ class LookupOutput(serializers.Serializer):
     status = serializers.ChoiceField(choices=LookupStatus.choices)
     verdict = BlankAsNullCharField(help_text=f"null until done; one of {', '.join(Verdict)}")
     period_start = serializers.DateTimeField()
-    attempts = AttemptOutput(many=True, source="attempts.all")
+    attempts = LookupAttemptOutput(many=True, source="attempts.all")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -47,15 +47,17 @@ def lookup_body(lookup: DeliveryLookup) -> dict[str, Any]:
 
 
 class LookupRequestApi(AuditedApiView):
+    """Request a delivery lookup for one of the customer's methods."""
+
     permission_classes = [IsSupportAgent]
     throttle_scope = "lookup_request"
 
-    class InputSerializer(StrictSerializer):
+    class LookupRequestInput(StrictSerializer):
         method_id = serializers.CharField(max_length=128, required=False, allow_null=True)
         force = serializers.BooleanField(required=False, default=False)
 
     @extend_schema(
-        request=InputSerializer,
+        request=LookupRequestInput,
         responses={
             202: LookupOutput,
             200: LookupOutput,
@@ -70,7 +72,7 @@ class LookupRequestApi(AuditedApiView):
     )
     def post(self, request: Request, customer_id: str) -> Response:
         customer = access_customer(customer_id=customer_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.LookupRequestInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         lookup, created = services.lookup_request(
             customer=customer,
@@ -89,10 +91,19 @@ class LookupRequestApi(AuditedApiView):
 
 
 class LookupDetailApi(AuditedApiView):
+    """Read a delivery lookup: its status, verdict, attempts and timestamps."""
+
     permission_classes = [IsSupportAgent]
     throttle_scope = "agent_read"
 
-    @extend_schema(responses={200: LookupOutput}, summary="Read a delivery lookup")
+    @extend_schema(
+        responses={200: LookupOutput},
+        summary="Read a delivery lookup",
+        description=(
+            "The verdict is null until the lookup succeeded; a failed lookup says why in "
+            "`failure_reason`. Attempts never carry the recipient's number."
+        ),
+    )
     def get(self, request: Request, lookup_id: str) -> Response:
         lookup = services.lookup_read(
             lookup_id=lookup_id, actor=acting_user(request), context=audit_context(request)

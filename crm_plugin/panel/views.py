@@ -198,6 +198,9 @@ def _page_context(
         "advisories": state.decision.advisories,
         "methods": state.methods,
         "p": p,
+        "has_backup": any(
+            m.method.role == "backup" and m.status != "removed" for m in state.methods
+        ),
         "p_has_phone": p is not None and bool(p.method.phone_number),
         "p_receives_codes": p is not None and p.method.receives_codes,
         "lookup": lookup,

@@ -1,0 +1,152 @@
+"""Schemathesis fuzzes every operation of the OpenAPI schema through the WSGI app.
+
+Each operation gets generated input, valid (positive) and invalid (negative), sent with a
+support_agent or an event_producer token, at real object ids half of the time (so the views'
+insides run, not only their 404s). Every answer must not be a 5xx, must have a documented
+status and content type, and must match its documented body and headers. Bounded and
+derandomized: it runs the same cases every time, well under a minute.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from rest_framework.throttling import ScopedRateThrottle
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests import factories
+from twosv import services
+from twosv.models import Event, Method
+
+pytestmark = pytest.mark.django_db
+
+MAX_EXAMPLES = 30  # per operation and generation mode
+MIN_CASES = 400  # 11 operations x 2 modes x 30, less what hypothesis can't vary (e.g. no body)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+]
+PRODUCER_PATHS = ("/api/v1/events/",)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Throttles are tested in test_throttling.py; here they'd only cut the fuzzing short.
+    rates = dict.fromkeys(ScopedRateThrottle.THROTTLE_RATES, "1000000/min")
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
+
+
+@pytest.fixture
+def api_schema(db: None) -> Any:
+    from crm_plugin.wsgi import application
+
+    return schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", application)
+
+
+@pytest.fixture
+def known_ids(agent, django_capture_on_commit_callbacks) -> dict[str, str]:
+    """Real objects for the path parameters: a customer with an SMS method, a session, a lookup."""
+    customer = factories.CustomerFactory(customer_id="cust-fuzz")
+    factories.MethodFactory(customer=customer, method_id="m-fuzz", phone_number="+14155550123")
+    factories.AuthenticatorMethodFactory(customer=customer, method_id="m-fuzz-app")
+    session = services.session_start(customer=customer, agent=agent)
+    with django_capture_on_commit_callbacks(execute=False):
+        lookup, _ = services.lookup_request(customer=customer, actor=agent)
+    return {"customer_id": "cust-fuzz", "session_id": str(session.id), "lookup_id": str(lookup.id)}
+
+
+@pytest.fixture
+def tokens(agent, producer) -> dict[str, str]:
+    return {
+        "agent": Token.objects.get_or_create(user=agent)[0].key,
+        "producer": Token.objects.get_or_create(user=producer)[0].key,
+    }
+
+
+def test_every_operation_survives_generated_input_and_answers_as_documented(
+    api_schema, known_ids, tokens, capsys
+):
+    cases: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    bodies: list[bytes] = []
+
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    for operation in operations:
+        own_role = "producer" if operation.path.startswith(PRODUCER_PATHS) else "agent"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @hypothesis.given(
+                case=operation.as_strategy(generation_mode=mode),
+                at_known_ids=st.booleans(),
+                # Mostly the operation's own role; sometimes the other one, which must get 403.
+                role=st.sampled_from([own_role, own_role, own_role, "agent", "producer"]),
+            )
+            @hypothesis.settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+                suppress_health_check=list(hypothesis.HealthCheck),
+            )
+            def run(case: Any, at_known_ids: bool, role: str) -> None:
+                if at_known_ids and case.path_parameters:
+                    case.path_parameters = {
+                        name: known_ids.get(name, value)
+                        for name, value in case.path_parameters.items()
+                    }
+                case.headers = {**(case.headers or {}), "Authorization": f"Token {tokens[role]}"}
+                response = case.call()
+                case.validate_response(response, checks=CHECKS)
+                cases[operation.label] += 1
+                statuses[response.status_code] += 1
+                bodies.append(response.content)
+
+            run()
+
+    total = sum(cases.values())
+    with capsys.disabled():
+        print(f"\nschemathesis: {total} generated cases over {len(cases)} operations")
+        for label, count in sorted(cases.items()):
+            print(f"  {count:4d}  {label}")
+        print(f"  statuses: {dict(sorted(statuses.items()))}")
+    assert len(cases) == len(operations) >= 11
+    assert total >= MIN_CASES
+    assert not [status for status in statuses if status >= 500]
+    # The fuzzing reached the views' insides, not only the doors.
+    assert {200, 201, 400, 403, 404} <= set(statuses)
+    _assert_no_full_number_in(bodies)
+
+
+def _assert_no_full_number_in(bodies: list[bytes]) -> None:
+    """No answer carried a stored number, including the ones the fuzzer itself enrolled."""
+    numbers = set(Method.objects.exclude(phone_number="").values_list("phone_number", flat=True))
+    for data in Event.objects.values_list("data", flat=True):
+        if isinstance(data.get("phone_number"), str):
+            numbers.add(data["phone_number"])
+    forms = {form for number in numbers for form in (number, number.lstrip("+")) if len(form) >= 7}
+    leaks = [form for form in forms for body in bodies if form.encode() in body]
+    assert not leaks, leaks[:5]
