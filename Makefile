@@ -23,7 +23,7 @@ migrate: venv
 	$(BIN)/python manage.py migrate --noinput
 
 demo: migrate
-	$(BIN)/python manage.py demo_load
+	$(BIN)/python manage.py demo_load --base-url http://$(HOST):$(PORT)
 
 ## Serve the demo on http://127.0.0.1:8000 with the embedded defaults (SQLite, eager Celery, local ATS).
 run: demo

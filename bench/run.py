@@ -259,6 +259,61 @@ def proc_memory(pid: int) -> dict[str, int]:
     return values
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def database_backends() -> list[int]:
+    """Return the pids of the bench database's client backends (the app's connections)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+            "backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            [DB_NAME],
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    connection.close()
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the gunicorn workers and by PostgreSQL's backends for them.
+
+    Unlike latency, CPU per request hardly depends on what else the machine runs, so it
+    checks the latency ratios when the box is busy. PostgreSQL runs on the same machine.
+    """
+
+    def __init__(self, app_pids: Callable[[], list[int]]) -> None:
+        self.app_pids = app_pids
+        self.app = 0.0
+        self.db = 0.0
+        self._start: dict[str, dict[int, float]] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {
+            "app": {pid: cpu_seconds(pid) for pid in self.app_pids()},
+            "db": {pid: cpu_seconds(pid) for pid in database_backends()},
+        }
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        ends = {"app": self.app_pids(), "db": database_backends()}
+        for kind, pids in ends.items():
+            started = self._start[kind]
+            used = sum(cpu_seconds(pid) - started.get(pid, 0.0) for pid in pids)
+            setattr(self, kind, getattr(self, kind) + used)
+
+
 def wait_http(port: int, path: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -579,6 +634,15 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
 AGENT_TOKEN = ""  # set from bench.seed once Django is up
 
 
+def add_cpu(result: dict[str, Any], meter: CpuMeter, count: int, unit: str = "request") -> None:
+    """Add the app's and the database's CPU milliseconds per request (or event)."""
+    if not count:
+        return
+    result[f"app_cpu_ms_per_{unit}"] = round(meter.app / count * 1000, 3)
+    result[f"db_cpu_ms_per_{unit}"] = round(meter.db / count * 1000, 3)
+    result[f"cpu_ms_per_{unit}"] = round((meter.app + meter.db) / count * 1000, 3)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -742,18 +806,20 @@ def main() -> int:
                     wrk, port, get_paths[key], get_script, seconds=args.warmup, connections=threads
                 )
             rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+            meters = {key: CpuMeter(gunicorn.children) for key in keys}
             for n in range(args.rounds):
                 for key in keys:
-                    rounds[key].append(
-                        run_wrk(
-                            wrk,
-                            port,
-                            get_paths[key],
-                            get_script,
-                            seconds=max(1, round(args.duration / args.rounds)),
-                            connections=threads,
+                    with meters[key]:
+                        rounds[key].append(
+                            run_wrk(
+                                wrk,
+                                port,
+                                get_paths[key],
+                                get_script,
+                                seconds=max(1, round(args.duration / args.rounds)),
+                                connections=threads,
+                            )
                         )
-                    )
                 log(
                     f"round {n + 1}/{args.rounds}: "
                     + ", ".join(f"({k}) p50 {rounds[k][-1]['p50_ms']} ms" for k in keys)
@@ -761,6 +827,7 @@ def main() -> int:
                 )
             for key in keys:
                 results[key] = merge_rounds(rounds[key])
+                add_cpu(results[key], meters[key], results[key]["requests"])
                 log(f"({key}) {json.dumps(results[key])}")
 
         def ingest_figure(phase: str, body: str, path: str) -> Callable[[], dict[str, Any]]:
@@ -786,16 +853,20 @@ def main() -> int:
                 run_wrk(wrk, port, path, warm, seconds=args.warmup, connections=threads)
                 wait_drained()
                 began = time.perf_counter()
-                result = run_wrk(wrk, port, path, timed, seconds=args.duration, connections=threads)
-                # Requests still running when wrk stops finish on the server: count what the
-                # database holds once it is idle, over the time until then.
-                result["drain_s"] = round(wait_drained(), 2)
+                with CpuMeter(gunicorn.children) as meter:
+                    result = run_wrk(
+                        wrk, port, path, timed, seconds=args.duration, connections=threads
+                    )
+                    # Requests still running when wrk stops finish on the server: count what
+                    # the database holds once it is idle, over the time until then.
+                    result["drain_s"] = round(wait_drained(), 2)
                 elapsed = time.perf_counter() - began
                 per_request = BATCH if phase == "e" else 1
                 result["accepted_events"] = count_accepted(run, phase, "t")
                 result["sent_events"] = result["requests"] * per_request
                 result["events_per_s_wrk"] = round(result["rps"] * per_request, 1)
                 result["events_per_s"] = round(result["accepted_events"] / elapsed, 1)
+                add_cpu(result, meter, result["accepted_events"], unit="event")
                 return result
 
             return measure
@@ -921,6 +992,10 @@ def report(
         "b_over_a_p50": ratio(b.get("p50_ms"), a.get("p50_ms")),
         "b_over_a_p99": ratio(b.get("p99_ms"), a.get("p99_ms")),
         "e_over_f_events": ratio(e.get("events_per_s"), f.get("events_per_s")),
+        # The same comparisons in server CPU per request (app + database), which a busy
+        # machine hardly distorts; the goals are judged on latency.
+        "a_over_c_cpu": ratio(a.get("cpu_ms_per_request"), c.get("cpu_ms_per_request")),
+        "b_over_a_cpu": ratio(b.get("cpu_ms_per_request"), a.get("cpu_ms_per_request")),
     }
     lookup_overhead = None
     if g.get("p50_ms") is not None:
@@ -940,7 +1015,9 @@ def report(
     for key in "abcdefg":
         r = results.get(key)
         if not r or r.get("skipped"):
-            rows.append((f"({key})", names[key], "-", "-", "-", "-", (r or {}).get("skipped", "")))
+            rows.append(
+                (f"({key})", names[key], "-", "-", "-", "-", "-", (r or {}).get("skipped", ""))
+            )
             continue
         rps = f"{r['rps']:,.0f}" if "rps" in r else "-"
         eps = f"{r['events_per_s']:,.0f}" if "events_per_s" in r else "-"
@@ -961,10 +1038,11 @@ def report(
                 eps,
                 str(r.get("p50_ms", "-")),
                 str(r.get("p99_ms", "-")),
+                str(r.get("cpu_ms_per_request", r.get("cpu_ms_per_event", "-"))),
                 note,
             )
         )
-    header = ("", "figure", "req/s", "events/s", "p50 ms", "p99 ms", "notes")
+    header = ("", "figure", "req/s", "events/s", "p50 ms", "p99 ms", "CPU ms", "notes")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     print()
     for row in [header, *rows]:

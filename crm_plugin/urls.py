@@ -10,3 +10,6 @@ urlpatterns = [
     path("api/v1/", include("crm_plugin.api.urls")),
     path("panel/", include("crm_plugin.panel.urls")),
 ]
+
+# A path no route matches answers in the API's error shape under /api/.
+handler404 = "crm_plugin.api.errors.page_not_found"

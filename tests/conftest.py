@@ -59,6 +59,15 @@ def _eager_celery(request: pytest.FixtureRequest):
     app.conf.task_always_eager = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hasher():
+    """Test users need a password, not a slow one: the real hasher costs ~1 s per user here."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_throttle_bleed():
     """Throttle counters live in the cache: start every test with an empty one."""

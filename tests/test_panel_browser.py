@@ -186,7 +186,9 @@ def test_the_general_steps_from_device_to_verdict(
     assert session.final_step_code == final_step
 
 
-def test_no_device_sends_the_customer_to_the_cancel_flow(context, live_server, agent_token, tmp_path):
+def test_no_device_sends_the_customer_to_the_cancel_flow(
+    context, live_server, agent_token, tmp_path
+):
     from playwright.sync_api import expect
 
     load_demo(tmp_path, "demo-sms-only")
@@ -313,7 +315,6 @@ def test_the_crm_origin_may_frame_the_panel_and_another_may_not(
 
 
 def test_screenshots_of_three_situations(context, live_server, agent_token, tmp_path):
-    from playwright.sync_api import expect
 
     load_demo(tmp_path, "demo-locked", "demo-hidden-backup", "demo-delivered")
     target = Path(os.environ.get("PANEL_SCREENSHOTS_DIR") or tmp_path)

@@ -14,7 +14,6 @@ import phonenumbers
 from django.db.models import Count, Q
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
-from phonenumbers import geocoder
 
 from twosv.models import (
     DeliveryLookup,
@@ -178,6 +177,10 @@ def _region_group(prefix: str) -> tuple[str, str, tuple[str, ...]]:
 
 def _region_name(region: str) -> str:
     """Return the region's English name ("India"), or its code when none is known."""
+    # Imported here, not at the top: phonenumbers.geocoder loads ~100 MB of geocoding data
+    # (and ~2 s), and admin.py imports this module into every web and Celery process.
+    from phonenumbers import geocoder
+
     example = phonenumbers.example_number(region)
     name = geocoder.country_name_for_number(example, "en") if example is not None else ""
     return name or region

@@ -4,7 +4,8 @@ from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -145,3 +146,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = codes if isinstance(codes, str) else ErrorCode.INVALID.value
         response.data = error_body(code, str(exc.detail))
     return response
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer a URL no route matches: in the error shape under /api/, Django's page elsewhere.
+
+    A malformed id in a path (``twosv/sessions/not-a-uuid/``) matches no route at all; an API
+    client must still get JSON, as for an unknown id.
+    """
+    if request.path.startswith("/api/"):
+        body = error_body(ErrorCode.NOT_FOUND.value, str(exceptions.NotFound.default_detail))
+        return JsonResponse(body, status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)

@@ -208,7 +208,6 @@ def _page_context(
         "tries_left": max(tries_limit - session.phone_verify_tries, 0),
         "alternatives": [ALTERNATIVE_LABELS.get(code, code) for code in step.alternatives],
         "cancel_2sv_url": settings.TWOSV_CANCEL_2SV_URL,
-        "close_form": forms.CloseForm(),
     }
 
 
