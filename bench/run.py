@@ -435,7 +435,7 @@ def run_wrk(
 
 def _raw_insert_worker(
     args: tuple[str, int, int, str, float, str, Any],
-) -> tuple[int, float]:
+) -> tuple[int, float, float, float]:
     import psycopg2
     from psycopg2.extras import execute_values
 
@@ -447,8 +447,13 @@ def _raw_insert_worker(
     data = json.dumps({"method_id": f"{customer}-m"})
     counter = 0
     inserted = 0
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    conn.commit()
     barrier.wait()
     started = time.perf_counter()
+    cpu_started, db_cpu_started = time.process_time(), cpu_seconds(backend)
     with conn.cursor() as cursor:
         while time.perf_counter() - started < seconds:
             rows = []
@@ -489,8 +494,9 @@ def _raw_insert_worker(
             conn.commit()
             inserted += len(rows)
     elapsed = time.perf_counter() - started
+    cpu, db_cpu = time.process_time() - cpu_started, cpu_seconds(backend) - db_cpu_started
     conn.close()
-    return inserted, elapsed
+    return inserted, elapsed, cpu, db_cpu
 
 
 def raw_insert(run: str, threads: int, seconds: float, mode: str) -> dict[str, Any]:
@@ -515,11 +521,15 @@ def raw_insert(run: str, threads: int, seconds: float, mode: str) -> dict[str, A
             results = pool.map(_raw_insert_worker, jobs)
     total = sum(r[0] for r in results)
     elapsed = max(r[1] for r in results)
+    client_cpu, db_cpu = sum(r[2] for r in results), sum(r[3] for r in results)
     return {
         "events": total,
         "seconds": round(elapsed, 2),
         "events_per_s": round(total / elapsed, 1),
         "mode": mode,
+        "client_cpu_ms_per_event": round(client_cpu / total * 1000, 4),
+        "db_cpu_ms_per_event": round(db_cpu / total * 1000, 4),
+        "cpu_ms_per_event": round((client_cpu + db_cpu) / total * 1000, 4),
     }
 
 
@@ -558,6 +568,9 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     post_path = f"/api/v1/customers/{LOOKUP_CUSTOMER}/twosv/delivery-lookups/"
     totals, ats_times, server_times, statuses, verdicts, polls = [], [], [], {}, {}, []
+    post_times: list[float] = []
+    queue_waits: list[float] = []
+    run_times: list[float] = []
     body = {"method_id": f"{LOOKUP_CUSTOMER}-primary", "force": True}
     for _ in range(3):
         # Warm-up, not timed: the worker may still be starting, and each process's first
@@ -576,6 +589,7 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
         before = ats.request_count()
         started = time.perf_counter()
         status, created = _json_request(conn, "POST", post_path, body)
+        post_times.append(time.perf_counter() - started)
         if status not in (200, 201, 202) or not created or "id" not in created:
             raise RuntimeError(f"lookup request {i} answered {status}: {created}")
         path = f"/api/v1/twosv/delivery-lookups/{created['id']}/"
@@ -596,14 +610,15 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
         statuses[lookup["status"]] = statuses.get(lookup["status"], 0) + 1
         verdict = lookup.get("verdict") or "-"
         verdicts[verdict] = verdicts.get(verdict, 0) + 1
-        created_at, finished_at = lookup.get("created_at"), lookup.get("finished_at")
-        if created_at and finished_at:
-            server_times.append(
-                (
-                    datetime.fromisoformat(finished_at.replace("Z", "+00:00"))
-                    - datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-                ).total_seconds()
-            )
+        stamps = {
+            key: datetime.fromisoformat(lookup[key].replace("Z", "+00:00"))
+            for key in ("created_at", "started_at", "finished_at")
+            if lookup.get(key)
+        }
+        if len(stamps) == 3:
+            server_times.append((stamps["finished_at"] - stamps["created_at"]).total_seconds())
+            queue_waits.append((stamps["started_at"] - stamps["created_at"]).total_seconds())
+            run_times.append((stamps["finished_at"] - stamps["started_at"]).total_seconds())
     conn.close()
 
     def ms(values: list[float], q: float) -> float | None:
@@ -620,7 +635,10 @@ def measure_lookups(port: int, ats: AtsStub, count: int) -> dict[str, Any]:
         "ats_p50_ms": round(statistics.median(ats_times) * 1000, 3),
         "ats_p99_ms": ms(ats_times, 0.99),
         "ats_requests": ats.request_count() - ats_base,
+        "post_p50_ms": ms(post_times, 0.5),
         "server_created_to_finished_p50_ms": ms(server_times, 0.5),
+        "server_created_to_started_p50_ms": ms(queue_waits, 0.5),
+        "server_started_to_finished_p50_ms": ms(run_times, 0.5),
         "polls_p50": statistics.median(polls),
         "statuses": statuses,
         "verdicts": verdicts,

@@ -508,6 +508,29 @@ def seed(*, log=print) -> dict:
     connection.close()
     with connection.cursor() as cursor:  # autocommit outside atomic(): VACUUM may run
         cursor.execute("VACUUM ANALYZE twosv_customer, twosv_method, twosv_event")
+    for method_id in (f"{BIG_CUSTOMER}-primary", f"{TYPICAL_CUSTOMER}-primary"):
+        verify_projection(method_id)
+    log("seed: stored projections of the big and the typical method match a re-fold")
     params["seconds"] = round(time.perf_counter() - started, 1)
     log(f"seed: done in {params['seconds']} s")
     return params
+
+
+def verify_projection(method_id: str) -> None:
+    """Assert that the method's stored projection and its events' outcomes are what
+    policy.fold makes of the events stored in the database."""
+    from twosv.models import Event, Method
+    from twosv.selectors import method_projection
+
+    method = Method.objects.get(method_id=method_id)
+    rows = list(
+        Event.objects.filter(method=method).values_list(
+            "event_id", "type", "occurred_at", "outcome"
+        )
+    )
+    projection, outcomes = policy.fold(
+        (policy.FoldEvent(event_id, kind, at) for event_id, kind, at, _ in rows), lock_policy()
+    )
+    assert method_projection(method) == projection, method_id
+    stored = {event_id: outcome for event_id, _, _, outcome in rows}
+    assert all(stored[e.event_id] == o.value for e, o in outcomes), method_id

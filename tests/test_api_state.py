@@ -5,6 +5,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from twosv import services
@@ -89,9 +90,7 @@ def resend(customer_id: str, method_id: str, times: int, *, at: datetime) -> Non
 
 def lock(customer_id: str, method_id: str, *, at: datetime) -> None:
     """Lock the method the way customers do: one resend more than the threshold."""
-    from django.conf import settings
-
-    resend(customer_id, method_id, settings.TWOSV_RESEND_LOCK_THRESHOLD + 1, at=at)
+    resend(customer_id, method_id, django_settings.TWOSV_RESEND_LOCK_THRESHOLD + 1, at=at)
 
 
 def add_lookup(

@@ -264,3 +264,12 @@ def test_a_sane_incoming_request_id_is_kept_anything_else_replaced(client, conso
     assert (response["X-Request-ID"] == incoming) is kept
     if not kept:
         assert len(response["X-Request-ID"]) == 32
+
+
+@pytest.mark.django_db
+def test_a_panel_link_token_in_the_query_string_is_never_logged(client, console):
+    client.get("/panel/enter/", {"token": "signed-panel-link-value"})
+
+    (line,) = _lines(console, "crm_plugin.request")
+    assert line["path"] == "/panel/enter/"
+    assert "signed-panel-link-value" not in console.getvalue()

@@ -21,7 +21,11 @@ from twosv.selectors import access_customer, access_session, customer_twosv_stat
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuse unknown fields instead of ignoring them: a typo must not pass silently."""
+    """Refuse unknown fields instead of ignoring them: a typo must not pass silently.
+
+    Booleans must be JSON booleans: DRF's BooleanField would also take "yes", "off", 0 or 0.0,
+    and an answer about the customer's device is too important to be guessed from those.
+    """
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -33,6 +37,13 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]}
             )
+        for name, field in self.fields.items():
+            value = data.get(name)
+            if isinstance(field, serializers.BooleanField) and value is not None:
+                if not isinstance(value, bool):
+                    raise serializers.ValidationError(
+                        {name: [serializers.ErrorDetail("Must be true or false.", code="invalid")]}
+                    )
         return super().to_internal_value(data)
 
 
