@@ -661,6 +661,97 @@ def add_cpu(result: dict[str, Any], meter: CpuMeter, count: int, unit: str = "re
     result[f"cpu_ms_per_{unit}"] = round((meter.app + meter.db) / count * 1000, 3)
 
 
+def profile_workers(
+    wrk: str,
+    port: int,
+    path: str,
+    script: Path,
+    gunicorn: Proc,
+    key: str,
+    *,
+    seconds: float,
+    threads: int,
+) -> dict[str, Any]:
+    """Sample every gunicorn worker with py-spy while wrk drives `path`; summarise the stacks.
+
+    py-spy leaves out idle threads, but counts a thread blocked in a database call as busy:
+    the shares are of the time the workers spend serving requests, PostgreSQL round trips
+    included (CursorWrapper._execute).
+    """
+    spy = shutil.which("py-spy") or str(BIN / "py-spy")
+    if not Path(spy).exists():
+        return {"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+    out_dir = ROOT / "var" / "bench-profiles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{key}.txt"
+    record = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(gunicorn.pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--function",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--duration",
+            str(int(seconds) + 1),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    run_wrk(wrk, port, path, script, seconds=seconds, connections=threads)
+    record.wait(timeout=seconds + 30)
+    return summarise_stacks(out)
+
+
+def summarise_stacks(path: Path, top: int = 15) -> dict[str, Any]:
+    """Return the hottest functions of a py-spy raw (collapsed) profile: inclusive shares of
+    the project's own functions and of everything, and the top self-time frames."""
+    if not path.exists():
+        return {"skipped": "py-spy wrote no profile"}
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    if not total:
+        return {"skipped": "no samples"}
+
+    def share(table: dict[str, int], keep: Callable[[str], bool]) -> list[list[Any]]:
+        ranked = sorted(((n, f) for f, n in table.items() if keep(f)), reverse=True)[:top]
+        return [[round(100 * n / total, 1), frame] for n, frame in ranked]
+
+    def project(frame: str) -> bool:
+        return "/work/" not in frame or "/.venv/" not in frame
+
+    return {
+        "samples": total,
+        "file": str(path.relative_to(ROOT)),
+        "inclusive_pct_project": share(
+            inclusive, lambda f: ("twosv/" in f or "crm_plugin/" in f) and project(f)
+        ),
+        "inclusive_pct_all": share(inclusive, lambda f: True),
+        "self_pct": share(own, lambda f: True),
+    }
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -700,10 +791,22 @@ def main() -> int:
     parser.add_argument("--raw-seconds", type=float, default=5, help="seconds of raw insert (f)")
     parser.add_argument("--ats-delay-ms", type=float, default=0, help="simulated ATS latency")
     parser.add_argument("--only", default="abcdefg", help="figures to run, e.g. --only abc")
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="after the figures, profile the workers with py-spy under (c), (a) and (e) load; "
+        "collapsed stacks go to var/bench-profiles/, a summary to results.json",
+    )
     parser.add_argument("--keep-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     overall = time.perf_counter()
 
+    load_at_start = load_average()
+    if float(load_at_start.split()[0]) > (os.cpu_count() or 1):
+        log(
+            f"warning: load average {load_at_start} on {os.cpu_count()} CPUs: other work "
+            "competes with the bench; latencies will be inflated (CPU ms per request less so)"
+        )
     wrk = ensure_wrk()
     ensure_database(reseed=args.reseed)
     ats = AtsStub(token=ATS_TOKEN, delay=args.ats_delay_ms / 1000).start()
@@ -933,6 +1036,32 @@ def main() -> int:
                 log(f"(g) skipped: {lookup_skip}")
                 results["g"] = {"skipped": lookup_skip}
 
+        if args.py_spy:
+            results["profiles"] = {}
+            targets = {
+                "c": (get_paths["c"], get_script),
+                "a": (get_paths["a"], get_script),
+                "e": (
+                    "/api/v1/events/batch/",
+                    lua_script(
+                        scripts,
+                        "e-profile",
+                        LUA_EVENTS + LUA_BATCH,
+                        TOKEN=seed.PRODUCER_TOKEN,
+                        RUN=run,
+                        PHASE="e",
+                        BATCH=BATCH,
+                        BASE=base_now - 1800,
+                        TAG="p",
+                    ),
+                ),
+            }
+            for key, (path, script) in targets.items():
+                log(f"py-spy: profiling the workers under ({key}) load ...")
+                results["profiles"][key] = profile_workers(
+                    wrk, port, path, script, gunicorn, key, seconds=args.duration, threads=threads
+                )
+                wait_drained()
         memory = {str(pid): proc_memory(pid) for pid in gunicorn.children()}
         results["gunicorn_workers_kb"] = memory
         results["worker_peak_rss_kb_after"] = memory_after
@@ -950,6 +1079,7 @@ def main() -> int:
 
     connections.close_all()
     cleanup = cleanup_run_data()
+    results["load_average"] = {"start": load_at_start, "end": load_average()}
     report(results, args, seed_info, names, time.perf_counter() - overall, cleanup)
     return 0
 
@@ -1073,11 +1203,16 @@ def report(
     print(f"{'peak worker RSS':>20}: {peak_kb / 1024:.1f} MiB (VmHWM, max over gunicorn workers)")
     for name, goal in goals.items():
         print(f"{name:>30}: {goal['status']} ({goal['value']})")
-    print(f"\nwhole run: {seconds:.0f} s")
+    load = results.get("load_average", {})
+    print(f"\nwhole run: {seconds:.0f} s; load average {load.get('start')} -> {load.get('end')}")
 
     document = {
         "generated_at": datetime.now(UTC).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average_1_5_15min": results.get("load_average"),
+        },
         "config": {
             "database": DB_NAME,
             "gunicorn_workers": args.workers,
@@ -1097,6 +1232,7 @@ def report(
         "lookup_p50_minus_ats_ms": lookup_overhead,
         "goals": goals,
         "gunicorn_workers_memory_kb": workers,
+        "profiles": results.get("profiles"),
         "gunicorn_worker_peak_rss_mib": round(peak_kb / 1024, 1),
         "gunicorn_worker_peak_rss_kb_after_each_phase": results.get("worker_peak_rss_kb_after"),
         "run_seconds": round(seconds, 1),

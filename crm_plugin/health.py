@@ -28,7 +28,8 @@ def _check_broker() -> str | None:
 
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            # One attempt: a probe must answer fast, the orchestrator retries.
+            conn.ensure_connection(max_retries=0, timeout=2)
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}"
     return None

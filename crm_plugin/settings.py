@@ -122,7 +122,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "static")
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+if STATIC_ROOT == VAR_DIR / "static":
+    # WhiteNoise warns about a missing root on every start; collectstatic fills it in production.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # The sidebar panel's CSS and JS (crm_plugin is the project, not an app).
 STATICFILES_DIRS = [BASE_DIR / "crm_plugin" / "static"]
 
@@ -160,7 +163,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["crm_plugin.api.parsers.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "crm_plugin.api.openapi.ApiAutoSchema",
     "EXCEPTION_HANDLER": "crm_plugin.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -33,7 +33,6 @@ RESPONSE_FIELDS = {
     "ActionOutput": {"label", "method", "url"},
     "AdvisoryOutput": {"code", "message", "method_id"},
     "AnswersOutput": {"has_backup_device_access", "has_device_access"},
-    "LookupAttemptOutput": {"error_code", "provider", "sender", "sent_at", "status"},
     "BatchOutput": {"results"},
     "BatchResultOutput": {"error", "event_id", "method", "status"},
     "CustomerOutput": {"customer_id", "display_name"},
@@ -65,6 +64,7 @@ RESPONSE_FIELDS = {
         "tries",
         "verdict",
     },
+    "LookupAttemptOutput": {"error_code", "provider", "sender", "sent_at", "status"},
     "MaskedPhoneOutput": {"country_code", "masked", "region"},
     "MethodOutput": {
         "hidden_from_crm",

@@ -37,7 +37,6 @@ CASES: dict[str, tuple[dict[str, str], str | None]] = {
     # DATABASE_URL alone means "deployment": DEBUG defaults to off and the secret is required.
     "DATABASE_URL without DEBUG": (_without("DEBUG", "SECRET_KEY"), "SECRET_KEY"),
     "bad duration": (_without(TWOSV_LOCK_DURATION="forever"), "TWOSV_LOCK_DURATION"),
-    "http ATS without its URL": (_without(TWOSV_ATS_BACKEND="http"), "ATS_BASE_URL"),
 }
 # Variables of the test run that must not leak into the child.
 _CLEAN = {

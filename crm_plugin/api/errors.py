@@ -41,6 +41,9 @@ class ErrorCode(StrEnum):
     BATCH_TOO_LARGE = "batch_too_large"
     UNKNOWN_FIELD = "unknown_field"
     CONFLICT = "conflict"
+    REQUEST_TOO_LARGE = "request_too_large"
+    METHOD_REMOVED = "method_removed"
+    UNKNOWN_SESSION = "unknown_session"
 
 
 _DOMAIN_STATUS: dict[type[domain.DomainError], int] = {

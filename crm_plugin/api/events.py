@@ -1,23 +1,26 @@
 """Event ingestion for the identity system: one event, or a batch of up to 500."""
 
-import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import JSONParser
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
-from crm_plugin.api.errors import ErrorCode, ErrorDetailOutput, error_body, first_validation_error
+from crm_plugin.api.errors import (
+    ErrorCode,
+    ErrorDetailOutput,
+    RequestTooLarge,
+    error_body,
+    first_validation_error,
+)
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsEventProducer
 from crm_plugin.api.representations import MethodOutput
@@ -32,38 +35,6 @@ MAX_FUTURE = timedelta(minutes=5)
 MAX_BATCH = 500
 # Sent as JSON strings only: DRF's CharField would turn 123 into "123" and store it.
 _STRING_FIELDS = ("event_id", "type", "customer_id")
-
-
-class EventJSONParser(JSONParser):
-    """JSON as I-JSON (RFC 7493): 400, not 500, for what can't be stored or echoed back.
-
-    Python's decoder overflows its stack on deeply nested arrays, and it turns a "\\ud800"
-    escape into a lone surrogate that neither UTF-8 nor PostgreSQL can hold.
-    """
-
-    def parse(
-        self,
-        stream: IO[Any],
-        media_type: str | None = None,
-        parser_context: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        try:
-            parsed = super().parse(stream, media_type, parser_context)
-        except RecursionError as exc:
-            raise exceptions.ParseError("JSON parse error - nested too deeply.") from exc
-        try:
-            json.dumps(parsed, ensure_ascii=False).encode()
-        except UnicodeEncodeError as exc:
-            raise exceptions.ParseError(
-                "JSON parse error - a string holds a lone surrogate (not Unicode text)."
-            ) from exc
-        return parsed
-
-
-class RequestTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "request_too_large"
-    default_detail = "The request body is too large."
 
 
 def _request_data(request: Request) -> Any:
@@ -180,7 +151,6 @@ def _result_body(result: services.IngestResult) -> dict[str, Any]:
 
 class EventCreateApi(AuditedApiView):
     permission_classes = [IsEventProducer]
-    parser_classes = [EventJSONParser]
     throttle_scope = "producer"
 
     @extend_schema(
@@ -232,7 +202,6 @@ class BatchOutput(serializers.Serializer):
 
 class EventBatchApi(AuditedApiView):
     permission_classes = [IsEventProducer]
-    parser_classes = [EventJSONParser]
     throttle_scope = "producer"
 
     @extend_schema(
