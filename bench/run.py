@@ -713,7 +713,7 @@ def profile_workers(
 
 def summarise_stacks(path: Path, top: int = 15) -> dict[str, Any]:
     """Return the hottest functions of a py-spy raw (collapsed) profile: inclusive shares of
-    the project's own functions and of everything, and the top self-time frames."""
+    the project's own functions, and the frames the samples were taken in (self time)."""
     if not path.exists():
         return {"skipped": "py-spy wrote no profile"}
     inclusive: dict[str, int] = {}
@@ -747,7 +747,6 @@ def summarise_stacks(path: Path, top: int = 15) -> dict[str, Any]:
         "inclusive_pct_project": share(
             inclusive, lambda f: ("twosv/" in f or "crm_plugin/" in f) and project(f)
         ),
-        "inclusive_pct_all": share(inclusive, lambda f: True),
         "self_pct": share(own, lambda f: True),
     }
 

@@ -99,7 +99,8 @@ def seeded() -> dict | None:
         row = cursor.fetchone()
     if row is None or row[0] != SEED_VERSION:
         return None
-    return {"version": row[0], "seeded_at": row[1].isoformat(), "params": row[2]}
+    params = json.loads(row[2]) if isinstance(row[2], str) else row[2]
+    return {"version": row[0], "seeded_at": row[1].isoformat(), "params": params}
 
 
 def ensure_users() -> None:

@@ -41,8 +41,6 @@ pytestmark = pytest.mark.django_db
 def _setup(time_machine, settings):
     time_machine.move_to(T0, tick=False)
     settings.TWOSV_RESEND_LOCK_THRESHOLD = THRESHOLD
-    # The factories hash a password per user; the production hasher costs a second each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -36,12 +36,6 @@ def _frozen_clock(time_machine):
     time_machine.move_to(T0, tick=False)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The role fixtures hash a password; the production hasher costs ~1 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 

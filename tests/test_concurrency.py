@@ -31,11 +31,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def in_threads(jobs: list[Callable[[], T]], threads: int) -> list[T | BaseException]:
     """Run the jobs from `threads` threads released together; return each job's result or error.
 

@@ -35,7 +35,6 @@ pytestmark = pytest.mark.django_db
 def _setup(time_machine, settings):
     time_machine.move_to(T0, tick=False)
     settings.TWOSV_RESEND_LOCK_THRESHOLD = THRESHOLD
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -193,8 +193,7 @@ def test_only_one_lookup_per_method_may_be_in_flight():
     assert DeliveryLookup.objects.filter(method=method).count() == 4
 
 
-def test_a_closed_session_needs_an_outcome(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def test_a_closed_session_needs_an_outcome():
     agent = factories.UserFactory()
     customer = factories.CustomerFactory()
     refused_by_database(

@@ -24,11 +24,6 @@ def _frozen_clock(time_machine):
     time_machine.move_to(T0, tick=False)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def ingest(
     event_id: str,
     event_type: str = RESEND,

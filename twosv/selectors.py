@@ -6,11 +6,11 @@ from typing import Any
 
 import phonenumbers
 from django.conf import settings
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.utils.dateparse import parse_datetime
 
 from twosv import engine, policy
-from twosv.errors import NotFound
+from twosv.errors import Conflict, NotFound
 from twosv.models import (
     Customer,
     DeliveryLookup,
@@ -323,3 +323,38 @@ def access_session(*, session_id: str, user: Any) -> TroubleshootingSession:
     if session is None:
         raise NotFound("No troubleshooting session with this id.", code="unknown_session")
     return session
+
+
+def customer_method(*, customer: Customer, method_id: str, now: datetime) -> Method:
+    """Return the customer's active method `method_id`.
+
+    Raise NotFound for an id the customer doesn't have (another customer's method answers the
+    same) and Conflict for a removed method.
+    """
+    method = Method.objects.filter(customer=customer, method_id=method_id).first()
+    if method is None:
+        raise NotFound(
+            "This customer has no method with this id.", code="unknown_method", field="method_id"
+        )
+    if method.removed_at is not None and method.removed_at <= now:
+        raise Conflict("This method was removed.", code="method_removed", field="method_id")
+    return method
+
+
+def method_in_question(
+    *, customer: Customer, chosen: Method | None, now: datetime
+) -> Method | None:
+    """Return P: `chosen` if active, else the active primary, else the oldest active method.
+
+    The same choice as engine.primary_method (SPEC section 4), for writes that need the row.
+    """
+    if chosen is not None and (chosen.removed_at is None or chosen.removed_at > now):
+        return chosen
+    active = list(
+        Method.objects.filter(customer=customer)
+        .filter(Q(removed_at__isnull=True) | Q(removed_at__gt=now))
+        .order_by("enrolled_at", "id")
+    )
+    primary = [m for m in active if m.role == "primary"]
+    candidates = primary or active
+    return candidates[0] if candidates else None

@@ -49,7 +49,14 @@ from twosv.models import (
     TroubleshootingSession,
     validate_e164,
 )
-from twosv.selectors import access_customer, lock_policy, mask_phone, method_projection
+from twosv.selectors import (
+    access_customer,
+    customer_method,
+    lock_policy,
+    mask_phone,
+    method_in_question,
+    method_projection,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Event ingestion
@@ -377,28 +384,7 @@ def customer_state_read_audit(
 def _session_method(customer: Customer, method_id: str | None) -> Method | None:
     if method_id is None:
         return None
-    method = Method.objects.filter(customer=customer, method_id=method_id).first()
-    if method is None:
-        raise NotFound(
-            "This customer has no method with this id.", code="unknown_method", field="method_id"
-        )
-    if not method.is_active:
-        raise Conflict("This method was removed.", code="method_removed", field="method_id")
-    return method
-
-
-def _method_in_question(customer: Customer, chosen: Method | None) -> Method | None:
-    """Return P as the engine picks it: `chosen` if active, else the active primary, else the
-    oldest active method (SPEC section 4)."""
-    if chosen is not None and chosen.is_active:
-        return chosen
-    active = list(
-        Method.objects.filter(customer=customer, removed_at__isnull=True).order_by(
-            "enrolled_at", "id"
-        )
-    )
-    primary = next((m for m in active if m.role == MethodRole.PRIMARY), None)
-    return primary or next(iter(active), None)
+    return customer_method(customer=customer, method_id=method_id, now=timezone.now())
 
 
 def session_start(
@@ -461,9 +447,10 @@ def session_update(
             setattr(locked, _answer_field(key), value)
         if method_id is not _UNSET:
             method = _session_method(locked.customer, method_id)
-            if _method_in_question(locked.customer, method) != _method_in_question(
-                locked.customer, locked.method
-            ):
+            now = timezone.now()
+            if method_in_question(
+                customer=locked.customer, chosen=method, now=now
+            ) != method_in_question(customer=locked.customer, chosen=locked.method, now=now):
                 # A verification was about the other method's number: it says nothing now.
                 locked.phone_number_matches = None
             locked.method = method
@@ -692,27 +679,15 @@ def _lookup_method(customer: Customer, method_id: str | None, now: datetime) -> 
     answers the same), Conflict for a method that is removed or can't receive codes.
     """
     field = "method_id" if method_id is not None else None
-    methods = Method.objects.filter(customer=customer)
     if method_id is not None:
-        method = methods.filter(method_id=method_id).first()
-        if method is None:
-            raise NotFound(
-                "This customer has no method with this id.", code="unknown_method", field=field
-            )
-        if method.removed_at is not None and method.removed_at <= now:
-            raise Conflict("This method was removed.", code="method_removed", field=field)
+        method = customer_method(customer=customer, method_id=method_id, now=now)
     else:
-        active = list(
-            methods.filter(Q(removed_at__isnull=True) | Q(removed_at__gt=now)).order_by(
-                "enrolled_at", "id"
-            )
-        )
-        if not active:
+        chosen = method_in_question(customer=customer, chosen=None, now=now)
+        if chosen is None:
             raise Conflict(
                 "This customer has no active 2SV method to check.", code="unknown_method"
             )
-        primary = [m for m in active if m.role == MethodRole.PRIMARY]
-        method = (primary or active)[0]
+        method = chosen
     if not method.receives_codes:
         raise Conflict(
             "This method receives no codes (an authenticator app or security key makes its own), "
