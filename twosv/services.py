@@ -367,15 +367,23 @@ _UNSET: Any = object()
 
 
 def customer_state_read_audit(
-    *, customer: Customer, actor: User, step_code: str, context: AuditContext = NO_CONTEXT
+    *,
+    customer: Customer,
+    actor: User,
+    step_code: str,
+    session: TroubleshootingSession | None = None,
+    context: AuditContext = NO_CONTEXT,
 ) -> None:
-    """Record that an agent read a customer's 2SV state (and which step it showed)."""
+    """Record that an agent read a customer's 2SV state (and which step it showed).
+
+    Reading a session shows the same state, so it is recorded too, against the session.
+    """
     audit_record(
         actor=actor,
-        action="state_read",
+        action="state_read" if session is None else "session_read",
         result="ok",
         customer_ref=customer.customer_id,
-        obj=customer,
+        obj=customer if session is None else session,
         details={"next_step": step_code},
         context=context,
     )

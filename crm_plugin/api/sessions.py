@@ -132,7 +132,15 @@ class SessionDetailApi(AuditedApiView):
     @extend_schema(responses={200: SessionOutput}, summary="Read a troubleshooting session")
     def get(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)
-        return Response(session_body(session))
+        body = session_body(session)
+        services.customer_state_read_audit(
+            customer=session.customer,
+            actor=acting_user(request),
+            step_code=body["next_step"]["code"],
+            session=session,
+            context=audit_context(request),
+        )
+        return Response(body)
 
     @extend_schema(
         request=SessionUpdateInput,
