@@ -32,7 +32,7 @@ run: demo
 lint: dev-venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	DEBUG=$${DEBUG:-1} $(BIN)/mypy
 
 format: dev-venv
 	$(BIN)/ruff check --fix .
