@@ -482,19 +482,22 @@ def session_verify_phone(
     *,
     session: TroubleshootingSession,
     actor: User,
-    method: Method | None,
     phone_number: str,
     context: AuditContext = NO_CONTEXT,
 ) -> bool:
-    """Compare the number the caller says with the one on file; record only the result.
+    """Compare the number the caller says with P's number on file; record only the result.
 
-    ``method`` is P, the method being troubleshot. Every call, even an unparseable number,
-    uses one of the session's tries, so the number on file can't be guessed by brute force.
+    P is the method being troubleshot, read under the session's row lock so a concurrent
+    method switch can't slip in between. Every call, even an unparseable number, uses one of
+    the session's tries, so the number on file can't be guessed by brute force.
     """
     max_tries = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
     with transaction.atomic():
         locked = _open_session_for_update(session)
         customer_ref = locked.customer.customer_id
+        method = method_in_question(
+            customer=locked.customer, chosen=locked.method, now=timezone.now()
+        )
         if method is None or not method.phone_number:
             raise Conflict(
                 "The method being troubleshot has no phone number.", code="no_phone_number"

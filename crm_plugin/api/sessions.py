@@ -191,14 +191,9 @@ class SessionVerifyPhoneApi(AuditedApiView):
         session = access_session(session_id=session_id, user=request.user)
         serializer = VerifyPhoneInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
-        method = next(
-            (s.method for s in state.methods if s.method_id == state.decision.method_id), None
-        )
         match = services.session_verify_phone(
             session=session,
             actor=acting_user(request),
-            method=method,
             phone_number=serializer.validated_data["phone_number"],
             context=audit_context(request),
         )

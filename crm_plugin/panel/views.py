@@ -307,15 +307,10 @@ def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
         messages.error(request, "Type the number the caller says, e.g. +1 415 555 0100.")
         return _back(customer)
     session = _troubleshooting_session(request, customer)
-    state = _state(customer, session)
-    method = next(
-        (m.method for m in state.methods if m.method_id == state.decision.method_id), None
-    )
     try:
         match = services.session_verify_phone(
             session=session,
             actor=acting_user(request),
-            method=method,
             phone_number=form.cleaned_data["phone_number"],
             context=audit_context(request),
         )
