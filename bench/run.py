@@ -981,6 +981,14 @@ def main() -> int:
                     # the database holds once it is idle, over the time until then.
                     result["drain_s"] = round(wait_drained(), 2)
                 elapsed = time.perf_counter() - began
+                if result["requests"] < 10:
+                    # A batch can take longer than the run: one or two samples make no p99.
+                    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+                        result[key] = None
+                    result["latency_note"] = (
+                        f"{result['requests']} requests finished inside the {args.duration:g} s "
+                        "run: too few for percentiles"
+                    )
                 per_request = BATCH if phase == "e" else 1
                 result["accepted_events"] = count_accepted(run, phase, "t")
                 result["sent_events"] = result["requests"] * per_request
@@ -1177,14 +1185,16 @@ def report(
             note = f"COPY: {results['f_copy']['events_per_s']:,.0f} events/s"
         if key in "de":
             note = (note + " " if note else "") + f"{r['accepted_events']:,} stored"
+            if r.get("latency_note"):
+                note += f"; {r['latency_note']}"
         rows.append(
             (
                 f"({key})",
                 names[key],
                 rps,
                 eps,
-                str(r.get("p50_ms", "-")),
-                str(r.get("p99_ms", "-")),
+                str(r.get("p50_ms") or "-"),
+                str(r.get("p99_ms") or "-"),
                 str(r.get("cpu_ms_per_request", r.get("cpu_ms_per_event", "-"))),
                 note,
             )

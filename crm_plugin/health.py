@@ -27,7 +27,8 @@ def _check_broker() -> str | None:
     from crm_plugin.celery import app
 
     try:
-        with app.connection_for_write() as conn:
+        # The URL from settings: Celery lets a CELERY_BROKER_URL variable override its own conf.
+        with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
             # One attempt: a probe must answer fast, the orchestrator retries.
             conn.ensure_connection(max_retries=0, timeout=2)
     except Exception as exc:  # noqa: BLE001

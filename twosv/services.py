@@ -431,7 +431,7 @@ def _answer_field(key: str) -> str:
 
 def _open_session_for_update(session: TroubleshootingSession) -> TroubleshootingSession:
     locked = (
-        TroubleshootingSession.objects.select_for_update()
+        TroubleshootingSession.objects.select_for_update(of=("self",))
         .select_related("customer", "method")
         .get(pk=session.pk)
     )
