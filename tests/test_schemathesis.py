@@ -48,11 +48,6 @@ PRODUCER_PATHS = ("/api/v1/events/",)
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _no_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
     # Throttles are tested in test_throttling.py; here they'd only cut the fuzzing short.
     rates = dict.fromkeys(ScopedRateThrottle.THROTTLE_RATES, "1000000/min")
@@ -61,9 +56,19 @@ def _no_throttling(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def api_schema(db: None) -> Any:
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
     from crm_plugin.wsgi import application
 
-    return schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", application)
+    # Called straight through WSGI, each request would close the test's connection (inside
+    # the test transaction autocommit is off, which Django reads as "unusable"); Django's own
+    # test client disconnects these handlers the same way.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", application)
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
