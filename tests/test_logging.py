@@ -24,11 +24,6 @@ from tests import factories
 PHONE = "+14155550123"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # ---------------------------------------------------------------------------------------------
 # The masking filter
 # ---------------------------------------------------------------------------------------------

@@ -118,11 +118,6 @@ RESPONSE_FIELDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def schema(client) -> dict[str, Any]:
     return client.get("/api/v1/schema/?format=json").json()

@@ -42,12 +42,6 @@ SPOOFED_IP = "198.51.100.66"
 ROLES = ("none", "bad_token", "agent", "producer", "staff", "plain_staff")
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The role fixtures hash a password; the production hasher costs ~1 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # ---------------------------------------------------------------------------------------------
 # The world every call runs against
 # ---------------------------------------------------------------------------------------------

@@ -32,11 +32,6 @@ RATES = {
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def small_rates(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", dict(RATES))
     return RATES
