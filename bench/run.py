@@ -13,7 +13,8 @@ app with gunicorn, drive it with wrk from separate processes, and measure in one
       and a local ATS over HTTP; the ATS's own time reported beside it
 
 Prints a table and writes bench/results.json (every figure, the ratios and the goals).
-Usage: .venv/bin/python bench/run.py [--reseed] [--duration 10] [--connections 4] ...
+Usage: .venv/bin/python bench/run.py [--reseed] [--duration 12] [--py-spy] [--only abc] ...
+(--help lists every option.)
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def ensure_database(*, reseed: bool) -> None:
         subprocess.run([*pg_command("createdb"), DB_NAME], check=True)
 
 
-def bench_env(ats_url: str, args: argparse.Namespace) -> dict[str, str]:
+def bench_env(ats_url: str) -> dict[str, str]:
     """The environment of every bench process: production mode on the bench database."""
     rate = "1000000/s"  # per second, so the throttle's history stays short
     return {
@@ -540,6 +541,12 @@ def raw_insert(run: str, threads: int, seconds: float, mode: str) -> dict[str, A
 
 def lookups_available() -> str | None:
     """Return why figure (g) can't run, or None when the lookup API and task exist."""
+    import redis
+
+    try:
+        redis.Redis.from_url(BROKER_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        return f"Redis is not answering at {BROKER_URL} ({type(exc).__name__})"
     tasks = ROOT / "twosv" / "tasks.py"
     if not tasks.exists() or "delivery_lookup_run" not in tasks.read_text():
         return "twosv/tasks.py has no delivery_lookup_run yet"
@@ -809,7 +816,7 @@ def main() -> int:
     wrk = ensure_wrk()
     ensure_database(reseed=args.reseed)
     ats = AtsStub(token=ATS_TOKEN, delay=args.ats_delay_ms / 1000).start()
-    env = bench_env(ats.url, args)
+    env = bench_env(ats.url)
     os.environ.update(env)
 
     import django
@@ -971,15 +978,24 @@ def main() -> int:
                     **common,
                 )
                 run_wrk(wrk, port, path, warm, seconds=args.warmup, connections=threads)
-                wait_drained()
+                wait_drained(gunicorn.children)
+                per_request = BATCH if phase == "e" else 1
                 began = time.perf_counter()
                 with CpuMeter(gunicorn.children) as meter:
                     result = run_wrk(
                         wrk, port, path, timed, seconds=args.duration, connections=threads
                     )
                     # Requests still running when wrk stops finish on the server: count what
-                    # the database holds once it is idle, over the time until then.
-                    result["drain_s"] = round(wait_drained(), 2)
+                    # the database holds once they are done, over the time until then. wrk
+                    # stops with a request in flight on each connection, as a rule.
+                    target = (result["requests"] + threads) * per_request
+                    result["drain_s"] = round(
+                        wait_drained(
+                            gunicorn.children,
+                            lambda: count_accepted(run, phase, "t") >= target,
+                        ),
+                        2,
+                    )
                 elapsed = time.perf_counter() - began
                 if result["requests"] < 10:
                     # A batch can take longer than the run: one or two samples make no p99.
@@ -989,12 +1005,13 @@ def main() -> int:
                         f"{result['requests']} requests finished inside the {args.duration:g} s "
                         "run: too few for percentiles"
                     )
-                per_request = BATCH if phase == "e" else 1
                 result["accepted_events"] = count_accepted(run, phase, "t")
                 result["sent_events"] = result["requests"] * per_request
                 result["events_per_s_wrk"] = round(result["rps"] * per_request, 1)
                 result["events_per_s"] = round(result["accepted_events"] / elapsed, 1)
                 add_cpu(result, meter, result["accepted_events"], unit="event")
+                if phase == "e":
+                    result["one_batch_alone_s"] = time_batches_alone(port, run, base_now - 2400)
                 return result
 
             return measure
@@ -1068,7 +1085,7 @@ def main() -> int:
                 results["profiles"][key] = profile_workers(
                     wrk, port, path, script, gunicorn, key, seconds=args.duration, threads=threads
                 )
-                wait_drained()
+                wait_drained(gunicorn.children)
         memory = {str(pid): proc_memory(pid) for pid in gunicorn.children()}
         results["gunicorn_workers_kb"] = memory
         results["worker_peak_rss_kb_after"] = memory_after
@@ -1091,14 +1108,23 @@ def main() -> int:
     return 0
 
 
-def wait_drained(timeout: float = 120.0) -> float:
-    """Wait until no backend of the bench database is running a statement or a transaction
-    (but ours); return the seconds waited."""
+def wait_drained(
+    app_pids: Callable[[], list[int]], done: Callable[[], bool] | None = None, timeout: float = 300
+) -> float:
+    """Wait until the server has finished the requests wrk left running; return the seconds.
+
+    Finished: `done()` says so, or for a whole second no database backend ran a statement or
+    held a transaction and no gunicorn worker used any CPU (a busy machine can starve a
+    worker between two statements for a moment, but not for a second).
+    """
     from django.db import connection
 
     started = time.perf_counter()
     quiet_since = None
+    last_cpu = -1.0
     while time.perf_counter() - started < timeout:
+        if done is not None and done():
+            break
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
@@ -1106,15 +1132,49 @@ def wait_drained(timeout: float = 120.0) -> float:
                 [DB_NAME],
             )
             busy = cursor.fetchone()[0]
-        if busy:
+        cpu = sum(cpu_seconds(pid) for pid in app_pids())
+        if busy or cpu != last_cpu:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.perf_counter()
-        elif time.perf_counter() - quiet_since > 0.3:
+        elif time.perf_counter() - quiet_since >= 1.0:
             break
-        time.sleep(0.05)
+        last_cpu = cpu
+        time.sleep(0.1)
     connection.close()
     return time.perf_counter() - started
+
+
+def time_batches_alone(port: int, run: str, base: int, count: int = 2) -> list[float]:
+    """Send `count` batches one after another on an otherwise idle server; return their
+    latencies in seconds (wrk's percentiles need more batches than a run can finish)."""
+    from bench import seed
+
+    customer = f"bench-run-{run}-e0"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Authorization": f"Token {seed.PRODUCER_TOKEN}", "Content-Type": "application/json"}
+    kinds = ("code_sent", "code_resend_requested", "code_verified")
+    latencies = []
+    for n in range(count):
+        events = [
+            {
+                "event_id": f"{customer}-alone-{n}-{i}",
+                "type": kinds[i % 3],
+                "customer_id": customer,
+                "occurred_at": datetime.fromtimestamp(base + n + i / 1000, UTC).isoformat(),
+                "data": {"method_id": f"{customer}-m"},
+            }
+            for i in range(BATCH)
+        ]
+        started = time.perf_counter()
+        conn.request("POST", "/api/v1/events/batch/", json.dumps({"events": events}), headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"batch answered {response.status}")
+        latencies.append(round(time.perf_counter() - started, 2))
+    conn.close()
+    return latencies
 
 
 def count_accepted(run: str, phase: str, tag: str) -> int:
@@ -1174,7 +1234,9 @@ def report(
                 (f"({key})", names[key], "-", "-", "-", "-", "-", (r or {}).get("skipped", ""))
             )
             continue
-        rps = f"{r['rps']:,.0f}" if "rps" in r else "-"
+        rps = "-"
+        if "rps" in r:
+            rps = f"{r['rps']:,.0f}" if r["rps"] >= 10 else f"{r['rps']:.1f}"
         eps = f"{r['events_per_s']:,.0f}" if "events_per_s" in r else "-"
         note = ""
         if r.get("errors"):
@@ -1185,8 +1247,8 @@ def report(
             note = f"COPY: {results['f_copy']['events_per_s']:,.0f} events/s"
         if key in "de":
             note = (note + " " if note else "") + f"{r['accepted_events']:,} stored"
-            if r.get("latency_note"):
-                note += f"; {r['latency_note']}"
+            if r.get("one_batch_alone_s"):
+                note += f"; one batch alone: {r['one_batch_alone_s']} s"
         rows.append(
             (
                 f"({key})",

@@ -52,6 +52,7 @@ from twosv.models import (
 from twosv.selectors import (
     access_customer,
     customer_method,
+    customer_twosv_state,
     lock_policy,
     mask_phone,
     method_in_question,
@@ -575,13 +576,19 @@ def session_close(
     outcome: str,
     helpful: bool | None,
     comment: str,
-    final_step_code: str,
     context: AuditContext = NO_CONTEXT,
 ) -> TroubleshootingSession:
-    """Close the session with its outcome and the agent's feedback on the last step."""
+    """Close the session with its outcome and the agent's feedback on the step shown last.
+
+    The step is computed under the session's row lock, so "helpful" is recorded against the
+    step the answers in the row lead to.
+    """
     with transaction.atomic():
         locked = _open_session_for_update(session)
-        locked.closed_at = timezone.now()
+        now = timezone.now()
+        state = customer_twosv_state(customer=locked.customer, now=now, session=locked)
+        final_step_code = state.decision.step.code
+        locked.closed_at = now
         locked.outcome = outcome
         locked.helpful = helpful
         locked.comment = comment

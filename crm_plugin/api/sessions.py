@@ -225,11 +225,9 @@ class SessionCloseApi(AuditedApiView):
         session = access_session(session_id=session_id, user=request.user)
         serializer = SessionCloseInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
         session = services.session_close(
             session=session,
             actor=acting_user(request),
-            final_step_code=state.decision.step.code,
             context=audit_context(request),
             **serializer.validated_data,
         )

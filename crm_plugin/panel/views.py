@@ -358,12 +358,10 @@ def session_close(request: HttpRequest, customer_id: str) -> HttpResponse:
         messages.error(request, "Say whether this solved it: Yes, No or Escalated.")
         return _back(customer)
     session = _troubleshooting_session(request, customer)
-    state = _state(customer, session)
     try:
         services.session_close(
             session=session,
             actor=acting_user(request),
-            final_step_code=state.decision.step.code,
             context=audit_context(request),
             **form.close_arguments(),
         )
