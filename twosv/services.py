@@ -834,9 +834,21 @@ def lookup_request(
             force=force,
         )
     if created:
-        # The task may have run already (eager mode, a fast worker): show what it did.
-        lookup.refresh_from_db()
+        # The task may have run already (eager mode, a fast worker): show what it did. Only the
+        # columns the task writes, so the customer and method already loaded stay cached.
+        lookup.refresh_from_db(fields=_LOOKUP_RUN_FIELDS)
     return lookup, created
+
+
+_LOOKUP_RUN_FIELDS = [
+    "status",
+    "verdict",
+    "tries",
+    "failure_reason",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+]
 
 
 def lookup_enqueue(*, lookup_id: uuid.UUID | str) -> bool:
