@@ -1,14 +1,18 @@
 """POST /api/v1/events/ and /api/v1/events/batch/: what the identity system sees (SPEC 3 and 5)."""
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import IntegrityError
 from django.db.models import Q
 from rest_framework.test import APIClient
 
+from twosv import policy, services
 from twosv.models import Customer, Event, EventOutcome, Method
+from twosv.selectors import lock_policy, method_projection
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ENROLLED_AT = T0 - timedelta(days=2)
@@ -781,3 +785,166 @@ def test_other_roles_may_not_post_events(request, producer_client, client_fixtur
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
     assert stored() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches: one transaction, set-based, the single path's answers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_batch_of_201_resends_locks_exactly_at_the_201st(producer_client, sms_method):
+    start = T0 - timedelta(hours=1)
+    batch = [event(f"l-{i:03d}", at=start + timedelta(seconds=i)) for i in range(201)]
+
+    results = post(producer_client, {"events": batch}, BATCH_URL).json()["results"]
+
+    assert [r["status"] for r in results] == ["accepted"] * 201
+    # Each result shows the method as it stood after that event.
+    assert [r["method"]["resends"]["count"] for r in results[:200]] == list(range(1, 201))
+    assert results[199]["method"]["status"] == "active"
+    locked = results[200]["method"]
+    t201 = start + timedelta(seconds=200)
+    assert locked["status"] == "locked"
+    assert parse_time(locked["lock"]["locked_at"]) == t201
+    assert parse_time(locked["lock"]["locked_until"]) == t201 + timedelta(hours=24)
+    assert locked["resends"]["count"] == 0
+    outcomes = dict(
+        Event.objects.filter(event_id__startswith="l-").values_list("event_id", "outcome")
+    )
+    assert outcomes.pop("l-200") == EventOutcome.LOCKED
+    assert set(outcomes.values()) == {EventOutcome.COUNTED}
+    method = Method.objects.get(method_id="m-sms")
+    assert method.locked_at == t201
+    assert method.resend_times == []
+    assert (method.last_event_at, method.last_event_id) == (t201, "l-200")
+
+
+def _new_method_enrolment(event_id: str, customer_id: str = "cust-2") -> dict[str, Any]:
+    return event(
+        event_id,
+        "method_enrolled",
+        at=ENROLLED_AT,
+        customer_id=customer_id,
+        method_id="m-new",
+        kind="sms",
+        role="primary",
+        phone_number=PHONE,
+    )
+
+
+def test_a_batch_enrolling_a_method_then_using_it_answers_each_event(producer_client):
+    start = T0 - timedelta(minutes=10)
+    events = [
+        event("n-0", at=start, customer_id="cust-2", method_id="m-new"),
+        _new_method_enrolment("e-new"),
+        event("n-1", at=start + timedelta(seconds=1), customer_id="cust-2", method_id="m-new"),
+        event("n-x", at=start + timedelta(seconds=2), customer_id="cust-1", method_id="m-new"),
+        event("n-2", at=start + timedelta(seconds=3), customer_id="cust-2", method_id="m-new"),
+        event("n-1", at=start + timedelta(seconds=1), customer_id="cust-2", method_id="m-new"),
+        _new_method_enrolment("e-again"),
+        _new_method_enrolment("e-new"),
+    ]
+
+    results = post(producer_client, {"events": events}, BATCH_URL).json()["results"]
+
+    assert [(r["event_id"], r["status"]) for r in results] == [
+        ("n-0", "rejected"),
+        ("e-new", "accepted"),
+        ("n-1", "accepted"),
+        ("n-x", "rejected"),
+        ("n-2", "accepted"),
+        ("n-1", "duplicate"),
+        ("e-again", "rejected"),
+        ("e-new", "duplicate"),
+    ]
+    assert [r["error"]["code"] for r in results if "error" in r] == [
+        "unknown_method",
+        "method_of_other_customer",
+        "method_exists",
+    ]
+    assert [r["method"]["resends"]["count"] for r in results if "method" in r] == [0, 1, 2, 2, 2]
+    assert all(set(r["method"]) == METHOD_KEYS for r in results if "method" in r)
+    method = Method.objects.select_related("customer").get(method_id="m-new")
+    assert method.customer.customer_id == "cust-2"
+    assert len(method.resend_times) == 2
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == ["e-new", "n-1", "n-2"]
+
+
+def test_a_batch_out_of_order_gives_the_projection_of_the_fold(
+    producer_client, sms_method, settings
+):
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = 5
+    start = T0 - timedelta(hours=2)
+    events = [event(f"o-{i:02d}", at=start + timedelta(minutes=i)) for i in range(16)]
+    events.append(event("o-verify", "code_verified", at=start + timedelta(minutes=2, seconds=30)))
+    random.Random(7).shuffle(events)
+
+    results = post(producer_client, {"events": events}, BATCH_URL).json()["results"]
+
+    assert {r["status"] for r in results} == {"accepted"}
+    stored_events = list(Event.objects.filter(method=sms_method))
+    expected, outcomes = policy.fold(
+        (policy.FoldEvent(e.event_id, e.type, e.occurred_at) for e in stored_events), lock_policy()
+    )
+    assert method_projection(Method.objects.get(pk=sms_method.pk)) == expected
+    assert expected.lock is not None
+    by_id = {e.event_id: e.outcome for e in stored_events}
+    assert {fe.event_id: outcome.value for fe, outcome in outcomes} == by_id
+
+
+def test_a_batch_of_500_runs_a_fixed_number_of_queries(
+    producer_client, sms_method, django_assert_max_num_queries
+):
+    start = T0 - timedelta(hours=3)
+    events = [
+        event(
+            "q-enrol-a",
+            "method_enrolled",
+            at=ENROLLED_AT,
+            method_id="m-a",
+            kind="email",
+            role="backup",
+            email="ada@example.com",
+        ),
+        event(
+            "q-enrol-b",
+            "method_enrolled",
+            at=ENROLLED_AT,
+            customer_id="cust-3",
+            method_id="m-b",
+            kind="voice",
+            role="backup",
+            phone_number=PHONE,
+        ),
+    ]
+    owners = [("m-sms", "cust-1"), ("m-a", "cust-1"), ("m-b", "cust-3")]
+    for i in range(498):
+        method_id, customer_id = owners[i % 3]
+        at = start + timedelta(seconds=i if i % 50 else 1000 - i)  # some arrive late
+        events.append(event(f"q-{i:03d}", at=at, customer_id=customer_id, method_id=method_id))
+
+    with django_assert_max_num_queries(50):
+        response = post(producer_client, {"events": events}, BATCH_URL)
+
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted"] * 500
+    assert Event.objects.filter(event_id__startswith="q-").count() == 500
+    assert Method.objects.get(method_id="m-b").customer.customer_id == "cust-3"
+
+
+def test_a_batch_that_loses_a_race_replays_event_by_event(producer_client, sms_method, monkeypatch):
+    real = services._ingest_batch_locked
+
+    def lose_the_race(*args: Any) -> None:
+        real(*args)
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(services, "_ingest_batch_locked", lose_the_race)
+    events = [event("w-1"), event("w-1"), event("w-2", method_id="m-ghost"), event("w-3")]
+
+    results = post(producer_client, {"events": events}, BATCH_URL).json()["results"]
+
+    assert [r["status"] for r in results] == ["accepted", "duplicate", "rejected", "accepted"]
+    assert results[2]["error"]["code"] == "unknown_method"
+    assert results[-1]["method"]["resends"]["count"] == 2
+    assert Event.objects.filter(event_id__startswith="w-").count() == 2

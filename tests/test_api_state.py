@@ -739,7 +739,10 @@ def test_regional_provider_advisory_for_an_indian_number_until_deactivated(agent
         {"code": "regional_provider", "message": INDIA_ADVISORY, "method_id": "m-sms"}
     ]
 
-    RegionalAdvisory.objects.filter(region="IN").update(active=False)
+    # As the admin's change form does it: a save, which also refreshes the cached advisories.
+    advisory = RegionalAdvisory.objects.get(region="IN")
+    advisory.active = False
+    advisory.save()
 
     assert "regional_provider" not in advisory_codes(read_state(agent_client, "cust-1"))
 

@@ -5,3 +5,22 @@ class TwosvConfig(AppConfig):
     name = "twosv"
     verbose_name = "Two-step verification"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from twosv.models import RegionalAdvisory, SenderNumber
+
+        # Cache invalidation, not business logic: any write path (admin, shell, migration)
+        # must make the next state read see the new sender numbers and advisories.
+        for model in (SenderNumber, RegionalAdvisory):
+            for signal in (post_save, post_delete):
+                signal.connect(
+                    _forget_advisories, sender=model, dispatch_uid=f"forget-{model.__name__}"
+                )
+
+
+def _forget_advisories(**kwargs: object) -> None:
+    from twosv.selectors import advisory_settings_forget
+
+    advisory_settings_forget()

@@ -6,6 +6,7 @@ from typing import Any
 
 import phonenumbers
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import F, Q, Value
 from django.utils.dateparse import parse_datetime
 
@@ -215,23 +216,32 @@ def _readable(number: str) -> str:
     )
 
 
-def sender_numbers_display() -> tuple[str, ...]:
-    """Return the active sender numbers formatted for reading aloud (+1 480-360-5516)."""
-    numbers = SenderNumber.objects.filter(active=True).values_list("phone_number", flat=True)
-    return tuple(_readable(number) for number in numbers)
-
-
-def regional_advisories() -> dict[str, str]:
-    """Return the active regional provider advisories as {region: message}."""
-    return dict(RegionalAdvisory.objects.filter(active=True).values_list("region", "message"))
+ADVISORY_CACHE_KEY = "twosv:advisory-settings:v1"
+# A safety net only: saves and deletes invalidate the entry at once (twosv/apps.py). Processes
+# that don't share a cache (the default local-memory cache) may lag this long.
+ADVISORY_CACHE_SECONDS = 60
 
 
 def advisory_settings() -> tuple[tuple[str, ...], dict[str, str]]:
-    """Return `sender_numbers_display()` and `regional_advisories()` in one query.
+    """Return the active sender numbers (formatted to read aloud) and regional advisories.
 
-    The state endpoint has a budget of 8 queries, and a session-authenticated caller spends
-    two of them on the session and the user: both admin-managed lists come in one UNION.
+    Every state read needs both admin-managed lists and they change rarely: they are cached.
+    On a miss they come in one UNION query, so even a cold cache keeps the state endpoint
+    within its budget of 8 queries for a session-authenticated caller.
     """
+    cached: tuple[tuple[str, ...], dict[str, str]] | None = cache.get(ADVISORY_CACHE_KEY)
+    if cached is None:
+        cached = _advisory_settings_query()
+        cache.set(ADVISORY_CACHE_KEY, cached, ADVISORY_CACHE_SECONDS)
+    return cached
+
+
+def advisory_settings_forget() -> None:
+    """Drop the cached advisory settings: an admin changed a sender number or an advisory."""
+    cache.delete(ADVISORY_CACHE_KEY)
+
+
+def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
     senders = (
         SenderNumber.objects.filter(active=True)
         .order_by()

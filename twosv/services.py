@@ -6,6 +6,7 @@ the method before its events are folded, so concurrent events for one method ser
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import uuid
@@ -209,6 +210,246 @@ def event_ingest(
         raise
 
 
+# ---------------------------------------------------------------------------------------------
+# Batch ingestion: one transaction, set-based, the single path's semantics
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """One event's answer in a batch: ``method`` is the method as it stood after the event."""
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    method: Method | None = None
+    error: DomainError | None = None
+
+
+@dataclass
+class _BatchMethod:
+    """A method the batch touches: the locked (or new) row and its projection in memory."""
+
+    method: Method
+    owner: str
+    projection: policy.Projection
+    new: bool = False
+    touched: bool = False
+    refold: bool = False
+    snapshot: Method | None = None
+
+
+def events_ingest_batch(*, events: list[dict[str, Any]]) -> list[BatchItemResult]:
+    """Store a batch of producer events in one transaction; answer each as event_ingest would.
+
+    Each item is ``{event_id, type, customer_id, occurred_at, data}``, already envelope-checked.
+    Every event stands alone: a refused one is answered ``rejected`` and the rest go on. The
+    methods named are row-locked together in pk order, the events inserted with one INSERT and
+    each touched method updated once; a method that receives an event out of order is re-folded
+    from its history. If a concurrent request wins a unique key (a new event_id or method_id),
+    the batch is rolled back and replayed event by event through event_ingest.
+    """
+    results: list[BatchItemResult | None] = [None] * len(events)
+    cleaned: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(events):
+        try:
+            cleaned[index] = _clean_data(item["type"], item["data"])
+        except DomainError as exc:
+            results[index] = BatchItemResult("rejected", error=exc)
+    try:
+        with transaction.atomic():
+            _ingest_batch_locked(events, cleaned, results)
+    except IntegrityError:
+        # A concurrent request inserted one of our event_ids, method_ids or customers between
+        # our checks and our INSERTs: replay one by one, each answered from the winner's state.
+        for index in cleaned:
+            results[index] = _ingest_one_of_batch(events[index])
+    return [result for result in results if result is not None]
+
+
+def _ingest_one_of_batch(item: dict[str, Any]) -> BatchItemResult:
+    try:
+        result = event_ingest(
+            event_id=item["event_id"],
+            event_type=item["type"],
+            customer_id=item["customer_id"],
+            occurred_at=item["occurred_at"],
+            data=item["data"],
+        )
+    except DomainError as exc:
+        return BatchItemResult("rejected", error=exc)
+    return BatchItemResult(result.status, method=result.method)
+
+
+def _ingest_batch_locked(
+    events: list[dict[str, Any]],
+    cleaned: dict[int, dict[str, Any]],
+    results: list[BatchItemResult | None],
+) -> None:
+    # Lock every method the batch names in one query, in pk order so that two batches naming
+    # the same methods can't deadlock; of=("self",) leaves the joined customer rows unlocked.
+    locked = (
+        Method.objects.select_for_update(of=("self",))
+        .select_related("customer")
+        .filter(method_id__in={data["method_id"] for data in cleaned.values()})
+        .order_by("pk")
+    )
+    methods = {
+        m.method_id: _BatchMethod(m, m.customer.customer_id, method_projection(m)) for m in locked
+    }
+    # Read after the locks, so that events a concurrent writer committed for them are seen.
+    stored_events = {
+        e.event_id: e
+        for e in Event.objects.select_related("method").filter(
+            event_id__in={events[index]["event_id"] for index in cleaned}
+        )
+    }
+    accepted: dict[str, _BatchMethod] = {}  # event_id -> its method, for in-batch duplicates
+    to_insert: list[tuple[Event, _BatchMethod]] = []
+    rules = lock_policy()
+    for index, data in cleaned.items():
+        item = events[index]
+        event_id, event_type = item["event_id"], item["type"]
+        try:
+            entry = _batch_method(methods, event_type, item["customer_id"], data)
+        except DomainError as exc:
+            duplicate = _batch_duplicate(event_id, stored_events, accepted, methods)
+            # An enrolment of an existing method_id is a duplicate if its event_id was stored;
+            # any other refusal comes before the duplicate check, as in _ingest_locked.
+            if duplicate is not None and exc.code == "method_exists":
+                results[index] = duplicate
+            else:
+                results[index] = BatchItemResult("rejected", error=exc)
+            continue
+        duplicate = _batch_duplicate(event_id, stored_events, accepted, methods)
+        if duplicate is not None:
+            results[index] = duplicate
+            continue
+        if entry is None:
+            entry = _batch_new_method(methods, item, data)
+        occurred_at = item["occurred_at"]
+        fold_event = policy.FoldEvent(event_id=event_id, type=event_type, occurred_at=occurred_at)
+        outcome = policy.Outcome.RECORDED
+        if not entry.refold and policy.is_in_order(entry.projection, fold_event):
+            entry.projection, outcome = policy.apply(entry.projection, fold_event, rules)
+        else:
+            entry.refold = True
+        event = Event(
+            event_id=event_id,
+            type=event_type,
+            method=entry.method,
+            occurred_at=occurred_at,
+            data=data,
+            outcome=outcome,
+        )
+        _apply_method_attributes(entry.method, event)
+        entry.touched = True
+        entry.snapshot = None
+        to_insert.append((event, entry))
+        accepted[event_id] = entry
+        results[index] = BatchItemResult("accepted", method=_batch_snapshot(entry))
+    if not to_insert:
+        return
+    _batch_create_methods([e for e in methods.values() if e.new and e.touched])
+    for event, entry in to_insert:
+        event.customer = entry.method.customer
+        event.method = entry.method
+    Event.objects.bulk_create([event for event, _ in to_insert])
+    for entry in methods.values():
+        if entry.touched:
+            if entry.refold:
+                entry.projection = method_refold(method=entry.method)
+            _store_projection(entry.method, entry.projection)
+
+
+def _batch_method(
+    methods: dict[str, _BatchMethod], event_type: str, customer_id: str, data: dict[str, Any]
+) -> _BatchMethod | None:
+    """Return the event's method; None for an enrolment that may create it. Raise Conflict."""
+    entry = methods.get(data["method_id"])
+    if event_type == EventType.METHOD_ENROLLED:
+        if entry is not None:
+            raise Conflict(
+                "A method with this method_id exists.", code="method_exists", field="data.method_id"
+            )
+        return None
+    if entry is None:
+        raise Conflict(
+            "No method with this method_id.", code="unknown_method", field="data.method_id"
+        )
+    if entry.owner != customer_id:
+        raise Conflict(
+            "This method belongs to another customer.",
+            code="method_of_other_customer",
+            field="data.method_id",
+        )
+    return entry
+
+
+def _batch_duplicate(
+    event_id: str,
+    stored_events: dict[str, Event],
+    accepted: dict[str, _BatchMethod],
+    methods: dict[str, _BatchMethod],
+) -> BatchItemResult | None:
+    """Answer a replayed event_id with its stored event's method, as it stands now."""
+    if event_id in accepted:
+        return BatchItemResult("duplicate", method=_batch_snapshot(accepted[event_id]))
+    stored = stored_events.get(event_id)
+    if stored is None:
+        return None
+    method = stored.method
+    if method is not None and method.method_id in methods:
+        return BatchItemResult("duplicate", method=_batch_snapshot(methods[method.method_id]))
+    return BatchItemResult("duplicate", method=method)
+
+
+def _batch_new_method(
+    methods: dict[str, _BatchMethod], item: dict[str, Any], data: dict[str, Any]
+) -> _BatchMethod:
+    occurred_at = item["occurred_at"]
+    method = Method(
+        method_id=data["method_id"],
+        kind=data["kind"],
+        role=data["role"],
+        phone_number=data.get("phone_number") or "",
+        email=data.get("email") or "",
+        label=data["label"],
+        visible_in_crm=data["visible_in_crm"],
+        enrolled_at=occurred_at,
+        phone_changed_at=occurred_at,
+    )
+    entry = _BatchMethod(method, item["customer_id"], policy.EMPTY, new=True)
+    methods[method.method_id] = entry
+    return entry
+
+
+def _batch_create_methods(new: list[_BatchMethod]) -> None:
+    """Insert the methods the batch enrolled, creating their customers as needed."""
+    if not new:
+        return
+    wanted = {entry.owner for entry in new}
+    customers = {c.customer_id: c for c in Customer.objects.filter(customer_id__in=wanted)}
+    missing = [Customer(customer_id=cid) for cid in sorted(wanted - set(customers))]
+    for customer in Customer.objects.bulk_create(missing):
+        customers[customer.customer_id] = customer
+    for entry in new:
+        entry.method.customer = customers[entry.owner]
+    Method.objects.bulk_create([entry.method for entry in new])
+
+
+def _batch_snapshot(entry: _BatchMethod) -> Method:
+    """Return the method as it stands now in the batch (shared until its next event).
+
+    A method due for a re-fold has no exact projection until the end of the batch: its events
+    are answered with the row itself, which then holds the state after the whole batch.
+    """
+    if entry.refold:
+        return entry.method
+    if entry.snapshot is None:
+        entry.snapshot = copy.copy(entry.method)
+        _set_projection(entry.snapshot, entry.projection)
+    return entry.snapshot
+
+
 def _ingest_locked(
     event_id: str,
     event_type: str,
@@ -299,6 +540,11 @@ def _apply_method_attributes(method: Method, event: Event) -> None:
 
 
 def _store_projection(method: Method, projection: policy.Projection) -> None:
+    _set_projection(method, projection)
+    method.save(update_fields=_METHOD_FOLDED_FIELDS)
+
+
+def _set_projection(method: Method, projection: policy.Projection) -> None:
     method.resend_times = [t.isoformat() for t in projection.resend_times]
     lock = projection.lock
     method.locked_at = lock.locked_at if lock else None
@@ -306,7 +552,6 @@ def _store_projection(method: Method, projection: policy.Projection) -> None:
     method.lock_lifted_at = lock.lifted_at if lock else None
     if projection.last_key is not None:
         method.last_event_at, method.last_event_id = projection.last_key
-    method.save(update_fields=_METHOD_FOLDED_FIELDS)
 
 
 # What an event can change on the method row: the projection and the attributes events carry.
