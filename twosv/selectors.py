@@ -1,5 +1,6 @@
 """Reads: the one way in to a customer, and the facts the policy and engine work on."""
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -8,7 +9,6 @@ import phonenumbers
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import F, Q, Value
-from django.utils.dateparse import parse_datetime
 
 from twosv import engine, policy
 from twosv.errors import Conflict, NotFound
@@ -33,10 +33,9 @@ def lock_policy() -> policy.LockPolicy:
 
 
 def _parse(value: str) -> datetime:
-    parsed = parse_datetime(value)
-    if parsed is None:  # pragma: no cover - written by services only
-        raise ValueError(f"bad stored timestamp {value!r}")
-    return parsed
+    # Written by services with isoformat(); fromisoformat reads it back exactly and, being C,
+    # keeps reading up to a threshold's worth of resend times cheap on every state read.
+    return datetime.fromisoformat(value)
 
 
 def method_projection(method: Method) -> policy.Projection:
@@ -113,6 +112,7 @@ class MethodState:
         return self.method.method_id
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_phone(e164: str) -> MaskedPhone | None:
     """Return the number as agents may see it: country code and the last two digits only."""
     if not e164:
