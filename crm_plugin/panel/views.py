@@ -92,8 +92,15 @@ def panel_agent_view(view: View) -> View:
             return render(request, "panel/denied.html", status=403)
         try:
             return view(request, *args, **kwargs)
-        except NotFound:
-            return render(request, "panel/not_found.html", status=404)
+        except DomainError as exc:
+            customer_id = kwargs.get("customer_id")
+            if request.method == "POST" and customer_id and exc.code != "unknown_customer":
+                # A refused action (closed session, tries used up, ...): say why on the page.
+                messages.error(request, exc.message)
+                return redirect(reverse("panel:customer", args=[customer_id]) + "#step")
+            if isinstance(exc, NotFound):
+                return render(request, "panel/not_found.html", status=404)
+            raise
 
     return panel_frame(wrapped)
 
@@ -247,15 +254,12 @@ def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "That answer wasn't understood; choose Yes or No.")
         return _back(customer)
-    try:
-        services.session_update(
-            session=_troubleshooting_session(request, customer),
-            actor=acting_user(request),
-            answers=form.answers(),
-            context=audit_context(request),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
+    services.session_update(
+        session=_troubleshooting_session(request, customer),
+        actor=acting_user(request),
+        answers=form.answers(),
+        context=audit_context(request),
+    )
     return _back(customer)
 
 
@@ -264,15 +268,12 @@ def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
 def answers_reset(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Forget the device answers (a mis-click), so the questions are asked again."""
     customer = access_customer(customer_id=customer_id)
-    try:
-        services.session_update(
-            session=_troubleshooting_session(request, customer),
-            actor=acting_user(request),
-            answers=dict.fromkeys(services.SESSION_ANSWER_FIELDS),
-            context=audit_context(request),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
+    services.session_update(
+        session=_troubleshooting_session(request, customer),
+        actor=acting_user(request),
+        answers=dict.fromkeys(services.SESSION_ANSWER_FIELDS),
+        context=audit_context(request),
+    )
     return _back(customer)
 
 
@@ -285,15 +286,12 @@ def method_choose(request: HttpRequest, customer_id: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Choose one of the customer's methods.")
         return _back(customer)
-    try:
-        services.session_update(
-            session=_troubleshooting_session(request, customer),
-            actor=acting_user(request),
-            method_id=form.cleaned_data["method_id"],
-            context=audit_context(request),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
+    services.session_update(
+        session=_troubleshooting_session(request, customer),
+        actor=acting_user(request),
+        method_id=form.cleaned_data["method_id"],
+        context=audit_context(request),
+    )
     return _back(customer)
 
 
@@ -307,20 +305,16 @@ def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
         messages.error(request, "Type the number the caller says, e.g. +1 415 555 0100.")
         return _back(customer)
     session = _troubleshooting_session(request, customer)
-    try:
-        match = services.session_verify_phone(
-            session=session,
-            actor=acting_user(request),
-            phone_number=form.cleaned_data["phone_number"],
-            context=audit_context(request),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
+    match = services.session_verify_phone(
+        session=session,
+        actor=acting_user(request),
+        phone_number=form.cleaned_data["phone_number"],
+        context=audit_context(request),
+    )
+    if match:
+        messages.success(request, "Match: the number is the one on file.")
     else:
-        if match:
-            messages.success(request, "Match: the number is the one on file.")
-        else:
-            messages.warning(request, "No match: the number isn't the one on file.")
+        messages.warning(request, "No match: the number isn't the one on file.")
     return _back(customer)
 
 
@@ -332,19 +326,15 @@ def lookup_run(request: HttpRequest, customer_id: str) -> HttpResponse:
     form = forms.LookupForm(request.POST)
     force = form.is_valid() and form.cleaned_data["force"]
     state = _state(customer, _troubleshooting_session(request, customer))
-    try:
-        _lookup, created = services.lookup_request(
-            customer=customer,
-            method_id=state.decision.method_id,
-            actor=acting_user(request),
-            force=force,
-            context=audit_context(request),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        if not created:
-            messages.info(request, "A recent lookup is still fresh: its result is shown.")
+    _lookup, created = services.lookup_request(
+        customer=customer,
+        method_id=state.decision.method_id,
+        actor=acting_user(request),
+        force=force,
+        context=audit_context(request),
+    )
+    if not created:
+        messages.info(request, "A recent lookup is still fresh: its result is shown.")
     return _back(customer)
 
 
@@ -358,17 +348,13 @@ def session_close(request: HttpRequest, customer_id: str) -> HttpResponse:
         messages.error(request, "Say whether this solved it: Yes, No or Escalated.")
         return _back(customer)
     session = _troubleshooting_session(request, customer)
-    try:
-        services.session_close(
-            session=session,
-            actor=acting_user(request),
-            context=audit_context(request),
-            **form.close_arguments(),
-        )
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "Session closed. Thank you for the feedback.")
+    services.session_close(
+        session=session,
+        actor=acting_user(request),
+        context=audit_context(request),
+        **form.close_arguments(),
+    )
+    messages.success(request, "Session closed. Thank you for the feedback.")
     return _back(customer)
 
 
