@@ -89,6 +89,26 @@ def phone_tail(search_term: str) -> str | None:
     return compact.removeprefix("+") if _PHONE_TAIL.match(compact) else None
 
 
+class PhoneTailSearchMixin:
+    """Let admins search by the last digits of a phone number (`phone_tail_lookup`)."""
+
+    phone_tail_lookup = ""
+    # A lookup through a to-many relation can match one row several times.
+    phone_tail_may_duplicate = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        results, may_have_duplicates = super().get_search_results(  # type: ignore[misc]
+            request, queryset, search_term
+        )
+        digits = phone_tail(search_term)
+        if digits:
+            results |= queryset.filter(**{self.phone_tail_lookup: digits})
+            may_have_duplicates = may_have_duplicates or self.phone_tail_may_duplicate
+        return results, may_have_duplicates
+
+
 def _audit_context(request: HttpRequest) -> AuditContext:
     return AuditContext(
         request_id=getattr(request, "request_id", ""),
@@ -260,7 +280,9 @@ def _resends_text(state: MethodState) -> str:
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
+    phone_tail_lookup = "methods__phone_number__endswith"
+    phone_tail_may_duplicate = True
     list_display = ["customer_id", "display_name", "method_count", "created_at"]
     search_fields = ["customer_id", "display_name"]
     search_help_text = _("Customer id, name, or the last digits of a phone number.")
@@ -273,16 +295,6 @@ class CustomerAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # The id links the CRM's customer to its events: it is set once.
         return ["customer_id", "created_at"] if obj is not None else ["created_at"]
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Customer], search_term: str
-    ) -> tuple[QuerySet[Customer], bool]:
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        digits = phone_tail(search_term)
-        if digits:
-            results |= queryset.filter(methods__phone_number__endswith=digits)
-            may_have_duplicates = True
-        return results, may_have_duplicates
 
     @admin.display(description=_("methods"), ordering="method_count")
     def method_count(self, customer: Customer) -> int:
@@ -339,7 +351,8 @@ class LiftLockForm(forms.Form):
 
 
 @admin.register(Method)
-class MethodAdmin(admin.ModelAdmin):
+class MethodAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
+    phone_tail_lookup = "phone_number__endswith"
     list_display = [
         "method_id",
         "customer",
@@ -371,15 +384,6 @@ class MethodAdmin(admin.ModelAdmin):
 
     def has_run_lookup_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("twosv.add_deliverylookup")
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Method], search_term: str
-    ) -> tuple[QuerySet[Method], bool]:
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        digits = phone_tail(search_term)
-        if digits:
-            results |= queryset.filter(phone_number__endswith=digits)
-        return results, may_have_duplicates
 
     @admin.display(description=_("phone"))
     def phone(self, method: Method) -> str:
@@ -818,22 +822,14 @@ class RegionalAdvisoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(LocalDeliveryRecord)
-class LocalDeliveryRecordAdmin(admin.ModelAdmin):
+class LocalDeliveryRecordAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
     """Messages of the local ATS backend (demo and development data)."""
 
+    phone_tail_lookup = "to__endswith"
     list_display = ["created_at", "recipient", "sender", "provider", "status", "error_code"]
     list_filter = ["status", "provider"]
     search_fields = ["=external_id"]
     search_help_text = _("Exact external id, or the last digits of the recipient's number.")
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[LocalDeliveryRecord], search_term: str
-    ) -> tuple[QuerySet[LocalDeliveryRecord], bool]:
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        digits = phone_tail(search_term)
-        if digits:
-            results |= queryset.filter(to__endswith=digits)
-        return results, may_have_duplicates
 
     @admin.display(description=_("to"), ordering="to")
     def recipient(self, record: LocalDeliveryRecord) -> str:
