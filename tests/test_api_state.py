@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
+from tests.factories import CustomerFactory
 from twosv import services
 from twosv.models import AuditEntry, DeliveryLookup, Method, RegionalAdvisory, SenderNumber
 
@@ -237,6 +238,39 @@ def test_a_customer_without_a_lookup_has_latest_lookup_null(agent_client):
     assert body["latest_lookup"] is None
     assert body["no_code_link_visible"] is False
     assert method_in(body, "m-sms")["lock"] is None
+
+
+def test_latest_lookup_is_the_newest_of_the_method_in_question(agent_client, time_machine):
+    enroll("cust-1", "m-sms")
+    enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
+    enroll("cust-2", "m-other")
+    time_machine.move_to(T0 - timedelta(hours=3), tick=False)
+    add_lookup("m-sms", "failed")
+    time_machine.move_to(T0 - timedelta(hours=2), tick=False)
+    newest = add_lookup("m-sms", "succeeded", "delivered")
+    # Newer, but of a backup method and of another customer: neither is the agent's question.
+    time_machine.move_to(T0 - timedelta(hours=1), tick=False)
+    add_lookup("m-voice", "succeeded", "carrier_filtered")
+    add_lookup("m-other", "succeeded", "invalid_number")
+    time_machine.move_to(T0, tick=False)
+
+    lookup = read_state(agent_client, "cust-1")["latest_lookup"]
+
+    assert lookup["id"] == str(newest.id)
+    assert lookup["method_id"] == "m-sms"
+    assert lookup["verdict"] == "delivered"
+    assert parse_time(lookup["created_at"]) == T0 - timedelta(hours=2)
+
+
+def test_a_customer_without_methods_is_told_to_enrol(agent_client):
+    CustomerFactory(customer_id="cust-bare")
+
+    body = read_state(agent_client, "cust-bare")
+
+    assert body["customer"]["customer_id"] == "cust-bare"
+    assert body["methods"] == []
+    assert body["latest_lookup"] is None
+    assert body["next_step"]["rule"] == "R1"
 
 
 @pytest.mark.parametrize(

@@ -387,11 +387,22 @@ def test_every_customer_id_view_goes_through_access_customer(world, op, monkeypa
     )
     seen: list[str] = []
 
-    def spy(*, customer_id: str) -> Customer:
-        seen.append(customer_id)
-        return selectors.access_customer(customer_id=customer_id)
+    def spying(name: str):
+        original = getattr(selectors, name)
 
-    monkeypatch.setattr(view_module, "access_customer", spy)
+        def spy(*, customer_id: str, **kwargs):
+            seen.append(customer_id)
+            return original(customer_id=customer_id, **kwargs)
+
+        return spy
+
+    # The access functions: access_customer, or access_customer_state for the state read.
+    spied = [
+        name for name in ("access_customer", "access_customer_state") if hasattr(view_module, name)
+    ]
+    assert spied, f"{view_module.__name__} imports no access function"
+    for name in spied:
+        monkeypatch.setattr(view_module, name, spying(name))
 
     response = call(world, op, "agent")
 

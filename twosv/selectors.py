@@ -1,8 +1,9 @@
 """Reads: the one way in to a customer, and the facts the policy and engine work on."""
 
 import functools
+import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
@@ -264,8 +265,108 @@ def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(_readable(number) for number in sorted(numbers)), advisories
 
 
-def latest_lookup_for(method: Method) -> DeliveryLookup | None:
-    return method.lookups.order_by("-created_at").first()
+# The customer, their methods and each method's latest lookup, in one statement. Hand-written:
+# the ORM took ~10x the statements' own time to build the three queries this replaces (state
+# endpoint, `make bench`: 2.4 ms of CPU in the ORM, 0.5 ms now). Method columns go through
+# RawQuerySet, which applies the model's own converters; the few others are converted below.
+# Portable SQL: PostgreSQL and SQLite (window functions, SQLite >= 3.25).
+_STATE_SQL = """
+SELECT m.*,
+       c.id AS c_pk, c.customer_id AS c_customer_id, c.display_name AS c_display_name,
+       c.created_at AS c_created_at,
+       l.id AS l_id, l.status AS l_status, l.verdict AS l_verdict,
+       l.created_at AS l_created_at, l.finished_at AS l_finished_at,
+       l.failure_reason AS l_failure_reason
+FROM {customer} c
+LEFT JOIN {method} m ON m.customer_id = c.id
+LEFT JOIN {lookup} l ON l.id = (
+    SELECT d.id FROM {lookup} d
+    WHERE d.method_id = m.id
+    ORDER BY d.created_at DESC, d.id DESC
+    LIMIT 1
+)
+WHERE c.{key} = %s
+ORDER BY m.enrolled_at, m.id
+"""
+_STATE_SQL_BY = {
+    key: _STATE_SQL.format(
+        customer=Customer._meta.db_table,
+        method=Method._meta.db_table,
+        lookup=DeliveryLookup._meta.db_table,
+        key=key,
+    )
+    for key in ("id", "customer_id")
+}
+
+
+def _db_datetime(value: datetime | str | None) -> datetime | None:
+    """Return a timestamp read by raw SQL as an aware datetime.
+
+    PostgreSQL gives it aware; SQLite gives UTC without a zone, as text or a naive datetime.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _state_rows(
+    key: str, value: str | int
+) -> tuple[Customer | None, tuple[Method, ...], dict[int, DeliveryLookup]]:
+    """Return the customer, their methods and each method's latest lookup (by method pk)."""
+    rows = list(Method.objects.raw(_STATE_SQL_BY[key], [value]))
+    if not rows:
+        return None, (), {}
+    first = rows[0]
+    customer = Customer(
+        id=first.c_pk,
+        customer_id=first.c_customer_id,
+        display_name=first.c_display_name,
+        created_at=_db_datetime(first.c_created_at),
+    )
+    customer._state.adding = False
+    methods = tuple(row for row in rows if row.pk is not None)
+    lookups: dict[int, DeliveryLookup] = {}
+    for method in methods:
+        method.customer = customer
+        lookup = _latest_lookup(method, customer)
+        if lookup is not None:
+            lookups[method.pk] = lookup
+    return customer, methods, lookups
+
+
+def _latest_lookup(row: Any, customer: Customer) -> DeliveryLookup | None:
+    """Return the lookup in the row's ``l_`` columns, if the method has one."""
+    if row.l_id is None:
+        return None
+    lookup = DeliveryLookup(
+        # psycopg2 reads a uuid column as a UUID (Django registers it); SQLite keeps hex text.
+        id=row.l_id if isinstance(row.l_id, uuid.UUID) else uuid.UUID(row.l_id),
+        customer=customer,
+        method=row,
+        status=row.l_status,
+        verdict=row.l_verdict,
+        created_at=_db_datetime(row.l_created_at),
+        finished_at=_db_datetime(row.l_finished_at),
+        failure_reason=row.l_failure_reason,
+    )
+    lookup._state.adding = False
+    return lookup
+
+
+def access_customer_state(*, customer_id: str, now: datetime) -> TwosvState:
+    """Return the customer's 2SV state or raise NotFound, in one query.
+
+    access_customer and customer_twosv_state together, for the agents' most frequent read:
+    a malformed id answers exactly like an unknown one.
+    """
+    if not customer_is_valid_id(customer_id):
+        raise NotFound("No customer with this id.", code="unknown_customer")
+    customer, methods, lookups = _state_rows("customer_id", customer_id)
+    if customer is None:
+        raise NotFound("No customer with this id.", code="unknown_customer")
+    return _twosv_state(customer, methods, lookups, now=now, session=None)
 
 
 def customer_twosv_state(
@@ -279,7 +380,21 @@ def customer_twosv_state(
     A constant number of queries whatever the length of the event history: the projection is
     stored on each method row, so no event is read.
     """
-    states = tuple(method_state(m, now=now) for m in customer.methods.all())
+    _, methods, lookups = _state_rows("id", customer.pk)
+    for method in methods:
+        method.customer = customer
+    return _twosv_state(customer, methods, lookups, now=now, session=session)
+
+
+def _twosv_state(
+    customer: Customer,
+    methods: tuple[Method, ...],
+    lookups: dict[int, DeliveryLookup],
+    *,
+    now: datetime,
+    session: TroubleshootingSession | None,
+) -> TwosvState:
+    states = tuple(method_state(m, now=now) for m in methods)
     by_id = {state.method_id: state.method for state in states}
     by_pk = {state.method.pk: state.method for state in states}
     answers = engine.Answers()
@@ -309,10 +424,8 @@ def customer_twosv_state(
         cancel_2sv_url=settings.TWOSV_CANCEL_2SV_URL,
     )
     primary = engine.primary_method(facts)
-    lookup = latest_lookup_for(by_id[primary.method_id]) if primary is not None else None
+    lookup = lookups.get(by_id[primary.method_id].pk) if primary is not None else None
     if lookup is not None:
-        # Already loaded: spare the query the lookup's method would cost.
-        lookup.method = by_id[primary.method_id]  # type: ignore[union-attr]
         facts = replace(facts, latest_lookup=_lookup_facts(lookup))
     return TwosvState(
         customer=customer,

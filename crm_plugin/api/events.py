@@ -23,7 +23,7 @@ from crm_plugin.api.errors import (
 )
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsEventProducer
-from crm_plugin.api.representations import MethodOutput
+from crm_plugin.api.representations import MethodOutput, renderer
 from twosv import services
 from twosv.audit import audit_record
 from twosv.errors import Forbidden
@@ -143,10 +143,14 @@ def _audit_forbidden(request: Request, validated: dict[str, Any], exc: Forbidden
     )
 
 
+_render_result = renderer(EventResultOutput)
+_render_method = renderer(MethodOutput)
+
+
 def _result_body(result: services.IngestResult) -> dict[str, Any]:
     now = timezone.now()
     state = method_state(result.method, now=now) if result.method is not None else None
-    return EventResultOutput({"status": result.status, "method": state}).data
+    return _render_result({"status": result.status, "method": state})
 
 
 class EventCreateApi(AuditedApiView):
@@ -223,12 +227,11 @@ class EventBatchApi(AuditedApiView):
         ingested = iter(services.events_ingest_batch(events=valid))
         inputs = iter(valid)
         now = timezone.now()
-        output = MethodOutput()
         states: dict[int, dict[str, Any] | None] = {}
         for index, raw in enumerate(raws):
             if results[index] is None:
                 item = next(ingested)
-                results[index] = self._result(raw, next(inputs), item, now, output, states)
+                results[index] = self._result(raw, next(inputs), item, now, states)
         return Response({"results": results})
 
     @staticmethod
@@ -263,7 +266,6 @@ class EventBatchApi(AuditedApiView):
         validated: dict[str, Any],
         result: services.BatchItemResult,
         now: datetime,
-        output: MethodOutput,
         states: dict[int, dict[str, Any] | None],
     ) -> dict[str, Any]:
         """Render one event's answer; a method state shared by several events is built once."""
@@ -281,8 +283,6 @@ class EventBatchApi(AuditedApiView):
         key = id(method)
         if key not in states:
             states[key] = (
-                output.to_representation(method_state(method, now=now))
-                if method is not None
-                else None
+                _render_method(method_state(method, now=now)) if method is not None else None
             )
         return {"event_id": event_id, "status": result.status, "method": states[key]}

@@ -11,7 +11,7 @@ from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
-from crm_plugin.api.representations import BlankAsNullCharField
+from crm_plugin.api.representations import BlankAsNullCharField, renderer
 from crm_plugin.api.sessions import StrictSerializer
 from twosv import services
 from twosv.models import DeliveryLookup, LookupStatus, Verdict
@@ -42,8 +42,11 @@ class LookupOutput(serializers.Serializer):
     failure_reason = BlankAsNullCharField()
 
 
+_render_lookup = renderer(LookupOutput)
+
+
 def lookup_body(lookup: DeliveryLookup) -> dict[str, Any]:
-    return LookupOutput(lookup).data
+    return _render_lookup(lookup)
 
 
 class LookupRequestApi(AuditedApiView):

@@ -1,6 +1,20 @@
 """Output serializers shared by several endpoints. Every field is named: an allow-list."""
 
+from collections.abc import Callable
+from typing import Any
+
 from rest_framework import serializers
+
+
+def renderer(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict[str, Any]]:
+    """Return a function that renders an object with one shared instance of the serializer.
+
+    A new serializer deep-copies its declared fields, and nested serializers theirs: on the
+    state endpoint that cost more than rendering itself (pyinstrument, `make bench`). Rendering
+    (``to_representation``) reads the bound fields and writes nothing to them, so one bound
+    instance serves every request and thread. Output only: validation keeps new instances.
+    """
+    return serializer_class().to_representation
 
 
 class BlankAsNullCharField(serializers.CharField):

@@ -13,7 +13,7 @@ from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
-from crm_plugin.api.representations import BlankAsNullCharField
+from crm_plugin.api.representations import BlankAsNullCharField, renderer
 from crm_plugin.api.steps import StepOutput
 from twosv import engine, services
 from twosv.models import SessionOutcome, TroubleshootingSession
@@ -77,11 +77,14 @@ def _tries_left(session: TroubleshootingSession) -> int:
     return max(limit - session.phone_verify_tries, 0)
 
 
+_render_session = renderer(SessionOutput)
+
+
 def session_body(session: TroubleshootingSession) -> dict[str, Any]:
     """Render the session with a freshly computed next step."""
     state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
     step: engine.Step = state.decision.step
-    return SessionOutput(
+    return _render_session(
         {
             "id": session.id,
             "session": session,
@@ -90,7 +93,7 @@ def session_body(session: TroubleshootingSession) -> dict[str, Any]:
             "phone_verification_tries_left": _tries_left(session),
             "next_step": step,
         }
-    ).data
+    )
 
 
 class SessionCreateInput(StrictSerializer):

@@ -11,10 +11,10 @@ from rest_framework.response import Response
 from crm_plugin.api.base import AuditedApiView
 from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.permissions import IsSupportAgent
-from crm_plugin.api.representations import BlankAsNullCharField, MethodOutput
+from crm_plugin.api.representations import BlankAsNullCharField, MethodOutput, renderer
 from crm_plugin.api.steps import AdvisoryOutput, StepOutput
 from twosv import services
-from twosv.selectors import TwosvState, access_customer, customer_twosv_state
+from twosv.selectors import TwosvState, access_customer_state
 
 
 class CustomerOutput(serializers.Serializer):
@@ -46,8 +46,11 @@ class StateOutput(serializers.Serializer):
     next_step = StepOutput(source="decision.step")
 
 
+_render_state = renderer(StateOutput)
+
+
 def state_body(state: TwosvState) -> dict[str, Any]:
-    return StateOutput(state).data
+    return _render_state(state)
 
 
 class CustomerTwosvStateApi(AuditedApiView):
@@ -56,10 +59,9 @@ class CustomerTwosvStateApi(AuditedApiView):
 
     @extend_schema(responses={200: StateOutput}, summary="A customer's 2SV state and next step")
     def get(self, request: Request, customer_id: str) -> Response:
-        customer = access_customer(customer_id=customer_id)
-        state = customer_twosv_state(customer=customer, now=timezone.now())
+        state = access_customer_state(customer_id=customer_id, now=timezone.now())
         services.customer_state_read_audit(
-            customer=customer,
+            customer=state.customer,
             actor=acting_user(request),
             step_code=state.decision.step.code,
             context=audit_context(request),
