@@ -4,7 +4,7 @@ import functools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import phonenumbers
 from django.conf import settings
@@ -299,6 +299,10 @@ _STATE_SQL_BY = {
 }
 
 
+@overload
+def _db_datetime(value: None) -> None: ...
+@overload
+def _db_datetime(value: datetime | str) -> datetime: ...
 def _db_datetime(value: datetime | str | None) -> datetime | None:
     """Return a timestamp read by raw SQL as an aware datetime.
 
@@ -318,7 +322,7 @@ def _state_rows(
     rows = list(Method.objects.raw(_STATE_SQL_BY[key], [value]))
     if not rows:
         return None, (), {}
-    first = rows[0]
+    first: Any = rows[0]  # a Method with the customer's and lookup's columns beside
     customer = Customer(
         id=first.c_pk,
         customer_id=first.c_customer_id,
