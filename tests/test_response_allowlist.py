@@ -443,3 +443,30 @@ def test_every_operation_and_its_answers_match_the_schema(
     failed = {(m, p) for m, p, status in check.seen if status >= 400}
     assert operations - succeeded == set()
     assert operations - failed == set()
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["locked-with-phone", "app-no-lock"])
+def test_the_written_out_method_rendering_equals_the_declared_fields(locked):
+    """MethodOutput renders by hand for speed; it must say exactly what its fields say."""
+    from rest_framework import serializers as drf
+
+    from crm_plugin.api.representations import MethodOutput
+    from twosv.selectors import method_state
+
+    now = timezone.now()
+    if locked:
+        method = factories.MethodFactory(
+            phone_number=IN,
+            label="Work phone",
+            resend_times=[(now - timedelta(minutes=m)).isoformat() for m in range(3)],
+            locked_at=now - timedelta(hours=1),
+            locked_until=now + timedelta(hours=23),
+        )
+    else:
+        method = factories.AuthenticatorMethodFactory()
+    state = method_state(method, now=now)
+    assert (state.lock is not None) is locked
+
+    output = MethodOutput()
+
+    assert output.to_representation(state) == drf.Serializer.to_representation(output, state)
