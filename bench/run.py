@@ -6,6 +6,7 @@ app with gunicorn, drive it with wrk from separate processes, and measure in one
   (a) GET  customers/<typical>/twosv/      a typical customer's state (~90 events)
   (b) GET  customers/bench-big/twosv/      the customer with 100,000 events on one method
   (c) GET  bench/floor/                    same auth, permission, throttle, middleware; constant
+  (s) GET  bench/state-without-audit/<typical>/  diagnostic: (a) minus its audit row
   (d) POST events/                         one event per request, unique ids
   (e) POST events/batch/                   500 events per request, in events/s
   (f) psycopg2 execute_values of the same event rows, 500 a transaction: the database's own limit
@@ -796,7 +797,7 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=50, help="sequential lookups for (g)")
     parser.add_argument("--raw-seconds", type=float, default=5, help="seconds of raw insert (f)")
     parser.add_argument("--ats-delay-ms", type=float, default=0, help="simulated ATS latency")
-    parser.add_argument("--only", default="abcdefg", help="figures to run, e.g. --only abc")
+    parser.add_argument("--only", default="abcdefgs", help="figures to run, e.g. --only abc")
     parser.add_argument(
         "--py-spy",
         action="store_true",
@@ -923,6 +924,7 @@ def main() -> int:
             "c": "/bench/floor/",
             "a": f"/api/v1/customers/{seed.TYPICAL_CUSTOMER}/twosv/",
             "b": f"/api/v1/customers/{seed.BIG_CUSTOMER}/twosv/",
+            "s": f"/bench/state-without-audit/{seed.TYPICAL_CUSTOMER}/",
         }
 
         def get_figures(keys: str) -> None:
@@ -1026,6 +1028,7 @@ def main() -> int:
             "e": f"ingest, batches of {BATCH}",
             "f": f"raw psycopg2 insert, {BATCH} a transaction",
             "g": "delivery lookup, request to result",
+            "s": "diagnostic: (a) without its audit row",
         }
         memory_after: dict[str, int] = {}
 
@@ -1034,7 +1037,7 @@ def main() -> int:
             memory_after[label] = max(peaks, default=0)
 
         snapshot("boot")
-        get_keys = "".join(key for key in "cab" if key in args.only)
+        get_keys = "".join(key for key in "cabs" if key in args.only)
         if get_keys:
             log(f"({') ('.join(get_keys)}) in {args.rounds} interleaved rounds ...")
             get_figures(get_keys)
@@ -1201,6 +1204,7 @@ def report(
 ) -> None:
     a, b, c = results.get("a", {}), results.get("b", {}), results.get("c", {})
     e, f, g = results.get("e", {}), results.get("f", {}), results.get("g", {})
+    s = results.get("s", {})
     ratios = {
         "a_over_c_p50": ratio(a.get("p50_ms"), c.get("p50_ms")),
         "a_over_c_p99": ratio(a.get("p99_ms"), c.get("p99_ms")),
@@ -1211,6 +1215,9 @@ def report(
         # machine hardly distorts; the goals are judged on latency.
         "a_over_c_cpu": ratio(a.get("cpu_ms_per_request"), c.get("cpu_ms_per_request")),
         "b_over_a_cpu": ratio(b.get("cpu_ms_per_request"), a.get("cpu_ms_per_request")),
+        # Diagnostic: how far the state read is from the floor without its audit write.
+        "s_over_c_p50": ratio(s.get("p50_ms"), c.get("p50_ms")),
+        "s_over_c_cpu": ratio(s.get("cpu_ms_per_request"), c.get("cpu_ms_per_request")),
     }
     lookup_overhead = None
     if g.get("p50_ms") is not None:
@@ -1227,7 +1234,7 @@ def report(
     peak_kb = max((m.get("VmHWM", 0) for m in workers.values()), default=0)
 
     rows = []
-    for key in "abcdefg":
+    for key in "abcdefgs":
         r = results.get(key)
         if not r or r.get("skipped"):
             rows.append(
@@ -1297,7 +1304,7 @@ def report(
             "ats_delay_ms": args.ats_delay_ms,
         },
         "seed": seed_info,
-        "figures": {key: results.get(key) for key in "abcdefg"},
+        "figures": {key: results.get(key) for key in "abcdefgs"},
         "raw_insert_copy": results.get("f_copy"),
         "ratios": ratios,
         "lookup_p50_minus_ats_ms": lookup_overhead,

@@ -233,3 +233,18 @@ def test_migrations_install_the_default_sender_and_the_india_advisory():
     assert india.active
     assert "Twilio" in india.message
     assert "India" in india.message
+
+
+def test_deleting_an_agent_keeps_their_audit_trail_as_written(agent):
+    from twosv.audit import audit_record
+    from twosv.models import AuditEntry
+
+    entry = audit_record(actor=agent, action="state_read", result="ok", customer_ref="cust-1")
+    agent_id = agent.pk
+
+    agent.delete()
+
+    kept = AuditEntry.objects.get(pk=entry.pk)
+    assert kept.actor_id == agent_id
+    assert kept.actor_username == "agent"
+    assert (kept.action, kept.customer_ref) == ("state_read", "cust-1")
