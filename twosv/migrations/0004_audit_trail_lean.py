@@ -6,43 +6,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('twosv', '0003_method_ordering'),
+        ("twosv", "0003_method_ordering"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditentry',
-            name='action',
+            model_name="auditentry",
+            name="action",
             field=models.CharField(max_length=64),
         ),
         migrations.AlterField(
-            model_name='auditentry',
-            name='actor',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="auditentry",
+            name="actor",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AlterField(
-            model_name='auditentry',
-            name='created_at',
+            model_name="auditentry",
+            name="created_at",
             field=models.DateTimeField(auto_now_add=True),
         ),
         migrations.AlterField(
-            model_name='auditentry',
-            name='customer_ref',
+            model_name="auditentry",
+            name="customer_ref",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['-created_at'], name='audit_newest_idx'),
+            model_name="auditentry",
+            index=models.Index(fields=["-created_at"], name="audit_newest_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['customer_ref', '-created_at'], name='audit_customer_idx'),
+            model_name="auditentry",
+            index=models.Index(fields=["customer_ref", "-created_at"], name="audit_customer_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditentry',
-            index=models.Index(fields=['action', '-created_at'], name='audit_action_idx'),
+            model_name="auditentry",
+            index=models.Index(fields=["action", "-created_at"], name="audit_action_idx"),
         ),
     ]
