@@ -212,7 +212,7 @@ def test_a_server_error_logs_neither_the_token_nor_the_number(agent, console, mo
         # Not the stored number: the suite-wide scan would (rightly) flag that in the raw record.
         raise RuntimeError("could not read +1 415 555 0199")
 
-    monkeypatch.setattr(state, "customer_twosv_state", explode)
+    monkeypatch.setattr(state, "access_customer_state", explode)
     token = Token.objects.create(user=agent)
     client = APIClient(raise_request_exception=False)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
