@@ -418,6 +418,46 @@ def test_verify_phone_compares_with_the_changed_number(agent_client, customer):
     assert verify(agent_client, session, OTHER_NUMBER).json()["match"] is True
 
 
+def test_a_changed_number_forgets_the_callers_verification(agent_client, customer):
+    session = start(agent_client, answers={"has_device_access": True})
+    assert verify(agent_client, session, NUMBER).json()["match"] is True
+
+    ingest("cust-1", "phone_number_changed", at=T0, method_id="m-sms", phone_number=OTHER_NUMBER)
+
+    body = agent_client.get(url(session)).json()
+    assert body["phone_number_matches"] is None
+    assert body["next_step"]["code"] == "verify_phone_number"
+    assert verify(agent_client, session, NUMBER).json()["match"] is False
+
+
+def test_a_changed_number_in_a_batch_forgets_the_verification(
+    agent_client, producer_client, customer
+):
+    session = start(agent_client, answers={"has_device_access": True})
+    assert verify(agent_client, session, NUMBER).json()["match"] is True
+    event = {
+        "event_id": "ev-batch-phone",
+        "type": "phone_number_changed",
+        "customer_id": "cust-1",
+        "occurred_at": T0.isoformat(),
+        "data": {"method_id": "m-sms", "phone_number": OTHER_NUMBER},
+    }
+
+    response = producer_client.post("/api/v1/events/batch/", {"events": [event]}, format="json")
+
+    assert response.json()["results"][0]["status"] == "accepted"
+    assert agent_client.get(url(session)).json()["phone_number_matches"] is None
+
+
+def test_the_same_number_sent_again_keeps_the_verification(agent_client, customer):
+    session = start(agent_client, answers={"has_device_access": True})
+    assert verify(agent_client, session, NUMBER).json()["match"] is True
+
+    ingest("cust-1", "phone_number_changed", at=T0, method_id="m-sms", phone_number=NUMBER)
+
+    assert agent_client.get(url(session)).json()["phone_number_matches"] is True
+
+
 def test_verify_phone_audit_holds_the_result_never_the_digits(agent_client, agent, customer):
     session = start(agent_client, answers={"has_device_access": True})
     typed = ["+1 415 555 0199", "(415) 555-0123", "55501999999999999"]

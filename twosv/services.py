@@ -234,6 +234,7 @@ class _BatchMethod:
     touched: bool = False
     refold: bool = False
     snapshot: Method | None = None
+    number_changed: bool = False
 
 
 def events_ingest_batch(*, events: list[dict[str, Any]]) -> list[BatchItemResult]:
@@ -339,7 +340,7 @@ def _ingest_batch_locked(
             data=data,
             outcome=outcome,
         )
-        _apply_method_attributes(entry.method, event)
+        entry.number_changed |= _apply_method_attributes(entry.method, event)
         entry.touched = True
         entry.snapshot = None
         to_insert.append((event, entry))
@@ -352,6 +353,7 @@ def _ingest_batch_locked(
         event.customer = entry.method.customer
         event.method = entry.method
     Event.objects.bulk_create([event for event, _ in to_insert])
+    _phone_checks_forget({e.method.customer_id for e in methods.values() if e.number_changed})
     for entry in methods.values():
         if entry.touched:
             if entry.refold:
@@ -523,23 +525,43 @@ def _ingest_locked(
         data=data,
         outcome=outcome,
     )
-    _apply_method_attributes(method, event)
+    if _apply_method_attributes(method, event):
+        _phone_checks_forget({method.customer_id})
     if not in_order:
         projection = method_refold(method=method)
     _store_projection(method, projection)
     return IngestResult("accepted", event, method)
 
 
-def _apply_method_attributes(method: Method, event: Event) -> None:
-    """Apply what an event says about the method itself (removal, number on file)."""
+def _apply_method_attributes(method: Method, event: Event) -> bool:
+    """Apply what an event says about the method itself (removal, number on file).
+
+    Return whether the number on file changed.
+    """
     if event.type == EventType.METHOD_REMOVED:
         if method.removed_at is None or event.occurred_at < method.removed_at:
             method.removed_at = event.occurred_at
     elif event.type == EventType.PHONE_NUMBER_CHANGED:
         # Last writer by occurred_at wins, so a late, older change can't overwrite a newer one.
         if method.phone_changed_at is None or event.occurred_at >= method.phone_changed_at:
+            changed: bool = method.phone_number != event.data["phone_number"]
             method.phone_number = event.data["phone_number"]
             method.phone_changed_at = event.occurred_at
+            return changed
+    return False
+
+
+def _phone_checks_forget(customer_pks: set[int]) -> None:
+    """Forget the phone verifications of the customers' open sessions: the number changed.
+
+    A caller who matched the old number proves nothing about the new one; the agent asks again.
+    Every open session row is locked (not only those with a result), so a verification running
+    concurrently either finishes first and is cleared, or waits and reads the new number.
+    """
+    if customer_pks:
+        TroubleshootingSession.objects.filter(
+            customer_id__in=customer_pks, closed_at__isnull=True
+        ).update(phone_number_matches=None)
 
 
 def _store_projection(method: Method, projection: policy.Projection) -> None:
