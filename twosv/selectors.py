@@ -66,16 +66,21 @@ def customer_is_valid_id(customer_id: str) -> bool:
     return True
 
 
+def _unknown_customer() -> NotFound:
+    # One answer for malformed and unknown ids alike, so ids can't be probed by shape.
+    return NotFound("No customer with this id.", code="unknown_customer")
+
+
 def access_customer(*, customer_id: str) -> Customer:
     """Return the customer or raise NotFound: the only way a view reaches a customer.
 
     A malformed id answers exactly like an unknown one, so ids can't be probed by shape.
     """
     if not customer_is_valid_id(customer_id):
-        raise NotFound("No customer with this id.", code="unknown_customer")
+        raise _unknown_customer()
     customer = Customer.objects.filter(customer_id=customer_id).first()
     if customer is None:
-        raise NotFound("No customer with this id.", code="unknown_customer")
+        raise _unknown_customer()
     return customer
 
 
@@ -317,20 +322,22 @@ def _db_datetime(value: datetime | str | None) -> datetime | None:
 
 
 def _state_rows(
-    key: str, value: str | int
+    key: str, value: str | int, customer: Customer | None = None
 ) -> tuple[Customer | None, tuple[Method, ...], dict[int, DeliveryLookup]]:
-    """Return the customer, their methods and each method's latest lookup (by method pk)."""
+    """Return the customer (`customer` if given), their methods and each method's latest
+    lookup (by method pk)."""
     rows = list(Method.objects.raw(_STATE_SQL_BY[key], [value]))
     if not rows:
         return None, (), {}
-    first: Any = rows[0]  # a Method with the customer's and lookup's columns beside
-    customer = Customer(
-        id=first.c_pk,
-        customer_id=first.c_customer_id,
-        display_name=first.c_display_name,
-        created_at=_db_datetime(first.c_created_at),
-    )
-    customer._state.adding = False
+    if customer is None:
+        first: Any = rows[0]  # a Method with the customer's and lookup's columns beside
+        customer = Customer(
+            id=first.c_pk,
+            customer_id=first.c_customer_id,
+            display_name=first.c_display_name,
+            created_at=_db_datetime(first.c_created_at),
+        )
+        customer._state.adding = False
     methods = tuple(row for row in rows if row.pk is not None)
     lookups: dict[int, DeliveryLookup] = {}
     for method in methods:
@@ -367,10 +374,10 @@ def access_customer_state(*, customer_id: str, now: datetime) -> TwosvState:
     a malformed id answers exactly like an unknown one.
     """
     if not customer_is_valid_id(customer_id):
-        raise NotFound("No customer with this id.", code="unknown_customer")
+        raise _unknown_customer()
     customer, methods, lookups = _state_rows("customer_id", customer_id)
     if customer is None:
-        raise NotFound("No customer with this id.", code="unknown_customer")
+        raise _unknown_customer()
     return _twosv_state(customer, methods, lookups, now=now, session=None)
 
 
@@ -385,9 +392,7 @@ def customer_twosv_state(
     A constant number of queries whatever the length of the event history: the projection is
     stored on each method row, so no event is read.
     """
-    _, methods, lookups = _state_rows("id", customer.pk)
-    for method in methods:
-        method.customer = customer
+    _, methods, lookups = _state_rows("id", customer.pk, customer)
     return _twosv_state(customer, methods, lookups, now=now, session=session)
 
 

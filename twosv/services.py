@@ -447,7 +447,7 @@ def _batch_snapshot(entry: _BatchMethod) -> Method:
         return entry.method
     if entry.snapshot is None:
         # The row's field values, copied shallowly: a snapshot is only read, and copy.copy
-        # (Django's pickling path, with signals) was 7% of a batch's time under load (py-spy).
+        # (Django's pickling path) was 7% of a batch's time under load (py-spy).
         snapshot = Method.__new__(Method)
         snapshot.__dict__.update(entry.method.__dict__)
         _set_projection(snapshot, entry.projection)
