@@ -4,7 +4,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import connection
 
+from twosv import sql
 from twosv.models import AuditEntry
 
 
@@ -31,7 +33,7 @@ def audit_record(
 ) -> AuditEntry:
     """Write one audit row. ``details`` must never hold a phone number, code or secret."""
     user = actor if isinstance(actor, User) else None
-    return AuditEntry.objects.create(
+    entry = AuditEntry(
         actor=user,
         actor_username=user.get_username() if user is not None else "",
         action=action,
@@ -43,3 +45,28 @@ def audit_record(
         request_id=context.request_id,
         client_ip=context.client_ip,
     )
+    _insert(entry)
+    return entry
+
+
+# Every agent read writes a row, so the insert is hand-written and prepared: through the ORM's
+# create() it cost 0.44 ms of CPU in the app against 0.1 ms (one process, `make bench` data).
+# The values are prepared exactly as the ORM prepares them (pre_save, get_db_prep_save), and
+# AuditEntry has no signal receivers to miss.
+_FIELDS = tuple(field for field in AuditEntry._meta.concrete_fields if not field.primary_key)
+# Identifiers from the model, values as parameters: no input reaches the text.
+_INSERT = "INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {pk}".format(  # noqa: S608
+    table=AuditEntry._meta.db_table,
+    columns=", ".join(field.column for field in _FIELDS),
+    values=", ".join(["%s"] * len(_FIELDS)),
+    pk=AuditEntry._meta.pk.column,
+)
+
+
+def _insert(entry: AuditEntry) -> None:
+    values = [field.get_db_prep_save(field.pre_save(entry, True), connection) for field in _FIELDS]
+    with connection.cursor() as cursor:
+        sql.execute_prepared(cursor, "twosv_audit_insert", _INSERT, values)
+        entry.pk = cursor.fetchone()[0]
+    entry._state.adding = False
+    entry._state.db = connection.alias

@@ -1,0 +1,127 @@
+"""The hand-written state read and audit insert: the same rows as the ORM, prepared safely."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from tests import factories
+from twosv.audit import audit_record
+from twosv.models import AuditEntry, DeliveryLookup, Method
+from twosv.selectors import access_customer_state
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def fields_of(instance: object) -> dict[str, object]:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def locked_method_with_a_lookup() -> tuple[Method, DeliveryLookup]:
+    """A method with every column filled in (JSON, nullable timestamps) and a finished lookup."""
+    method = factories.MethodFactory(
+        label="Work phone",
+        phone_changed_at=T0 - timedelta(days=3),
+        resend_times=[(T0 - timedelta(minutes=i)).isoformat() for i in range(3)],
+        locked_at=T0 - timedelta(hours=1),
+        locked_until=T0 + timedelta(hours=23),
+        last_event_at=T0 - timedelta(minutes=1),
+        last_event_id="evt-1",
+    )
+    lookup = DeliveryLookup.objects.create(
+        customer=method.customer,
+        method=method,
+        status="succeeded",
+        verdict="carrier_filtered",
+        period_start=T0 - timedelta(days=1),
+        tries=2,
+        enqueued_at=T0 - timedelta(minutes=3),
+        started_at=T0 - timedelta(minutes=2),
+        finished_at=T0 - timedelta(minutes=1),
+    )
+    return method, lookup
+
+
+@pytest.mark.django_db
+def test_the_state_read_loads_every_column_as_the_orm_does():
+    method, lookup = locked_method_with_a_lookup()
+
+    state = access_customer_state(customer_id=method.customer.customer_id, now=T0)
+
+    assert fields_of(state.customer) == fields_of(type(state.customer).objects.get())
+    assert [fields_of(m.method) for m in state.methods] == [fields_of(Method.objects.get())]
+    assert state.latest_lookup is not None
+    assert fields_of(state.latest_lookup) == fields_of(DeliveryLookup.objects.get(pk=lookup.pk))
+    assert state.methods[0].method.resend_times == method.resend_times
+    assert state.methods[0].method.locked_until == T0 + timedelta(hours=23)
+
+
+@pytest.mark.django_db
+def test_the_audit_row_reads_back_as_written(agent):
+    entry = audit_record(
+        actor=agent,
+        action="state_read",
+        result="ok",
+        customer_ref="cust-1",
+        details={"next_step": "wait_for_lock", "n": 2},
+    )
+
+    stored = AuditEntry.objects.get(pk=entry.pk)
+
+    assert fields_of(stored) == fields_of(entry)
+    assert stored.details == {"next_step": "wait_for_lock", "n": 2}
+    assert stored.created_at is not None
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    """The state statement's commands, by name (the advisories are read and cached beside)."""
+    found = (re.match(r"(PREPARE|EXECUTE) \w+", q["sql"]) for q in captured.captured_queries)
+    return [match.group() for match in found if match]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_state_statement_is_prepared_once_per_database_session():
+    method, _ = locked_method_with_a_lookup()
+    customer_id = method.customer.customer_id
+    connection.close()  # a new database session, as after CONN_MAX_AGE
+
+    with CaptureQueriesContext(connection) as first:
+        access_customer_state(customer_id=customer_id, now=T0)
+    with CaptureQueriesContext(connection) as second:
+        access_customer_state(customer_id=customer_id, now=T0)
+
+    assert statements(first) == [
+        "PREPARE twosv_state_by_customer_id",
+        "EXECUTE twosv_state_by_customer_id",
+    ]
+    assert statements(second) == ["EXECUTE twosv_state_by_customer_id"]
+
+
+def read_and_audit_then_fail(customer_id: str) -> None:
+    with transaction.atomic():
+        access_customer_state(customer_id=customer_id, now=T0)
+        audit_record(actor=None, action="state_read", result="ok")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_reads_and_audit_rows_still_work_after_a_reconnect_and_a_rolled_back_transaction():
+    method, _ = locked_method_with_a_lookup()
+    customer_id = method.customer.customer_id
+    connection.close()  # so the statements are prepared inside the transaction below
+    with pytest.raises(DatabaseError):
+        read_and_audit_then_fail(customer_id)
+    assert access_customer_state(customer_id=customer_id, now=T0).customer.pk
+    connection.close()
+
+    state = access_customer_state(customer_id=customer_id, now=T0)
+    audit_record(actor=None, action="state_read", result="ok", customer_ref=customer_id)
+
+    assert [m.method.method_id for m in state.methods] == [method.method_id]
+    # The row of the rolled-back transaction is gone; the one after the reconnect is kept.
+    assert list(AuditEntry.objects.values_list("customer_ref", flat=True)) == [customer_id]
