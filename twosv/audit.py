@@ -64,9 +64,10 @@ _INSERT = "INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {pk}".for
 
 
 def _insert(entry: AuditEntry) -> None:
-    values = [field.get_db_prep_save(field.pre_save(entry, True), connection) for field in _FIELDS]
     with connection.cursor() as cursor:
+        db = cursor.db  # looked up once: `connection` is a per-context proxy
+        values = [field.get_db_prep_save(field.pre_save(entry, True), db) for field in _FIELDS]
         sql.execute_prepared(cursor, "twosv_audit_insert", _INSERT, values)
         entry.pk = cursor.fetchone()[0]
     entry._state.adding = False
-    entry._state.db = connection.alias
+    entry._state.db = db.alias

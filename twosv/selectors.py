@@ -314,21 +314,22 @@ def _state_rows(
     with connection.cursor() as cursor:
         sql.execute_prepared(cursor, f"twosv_state_by_{key}", _STATE_SQL_BY[key], [value])
         rows = cursor.fetchall()
+        db = cursor.db
     if not rows:
         return None, (), {}
     if customer is None:
-        customer = cast(Customer, _CUSTOMER_COLUMNS.build(rows[0], 0))
+        customer = cast(Customer, _CUSTOMER_COLUMNS.build(db, rows[0], 0))
     at_method = len(_CUSTOMER_COLUMNS)
     at_lookup = at_method + len(_METHOD_COLUMNS)
     methods: list[Method] = []
     lookups: dict[int, DeliveryLookup] = {}
     for row in rows:
-        method = cast(Method | None, _METHOD_COLUMNS.build(row, at_method))
+        method = cast(Method | None, _METHOD_COLUMNS.build(db, row, at_method))
         if method is None:  # a customer without methods: one row, all of its m columns null
             continue
         method.customer = customer
         methods.append(method)
-        lookup = cast(DeliveryLookup | None, _LOOKUP_COLUMNS.build(row, at_lookup))
+        lookup = cast(DeliveryLookup | None, _LOOKUP_COLUMNS.build(db, row, at_lookup))
         if lookup is not None:
             lookup.customer = customer
             lookup.method = method

@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.expressions import Col
 
@@ -28,10 +28,11 @@ def execute_prepared(cursor: Any, name: str, sql: str, params: Sequence[Any]) ->
     Session-level statements do not survive a pooler in transaction mode (PgBouncer's
     ``pool_mode = transaction``): connect directly, or in session mode.
     """
-    if connection.vendor != "postgresql":
+    db = cursor.db  # the cursor's own connection: `connection` is a per-context lookup
+    if db.vendor != "postgresql":
         cursor.execute(sql, params)
         return
-    names = _prepared.setdefault(connection.connection, set())
+    names = _prepared.setdefault(db.connection, set())
     if name not in names:
         numbered = sql.split("%s")
         text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], start=1))
@@ -56,30 +57,29 @@ class ModelColumns:
     def __len__(self) -> int:
         return len(self.fields)
 
-    def build(self, row: Sequence[Any], start: int) -> Model | None:
-        """Return the instance in ``row[start:start + len(self)]``, or None where a LEFT JOIN
-        found nothing (a null primary key)."""
+    def build(self, db: BaseDatabaseWrapper, row: Sequence[Any], start: int) -> Model | None:
+        """Return the instance in ``row[start:start + len(self)]`` as read from `db`, or None
+        where a LEFT JOIN found nothing (a null primary key)."""
         values = list(row[start : start + len(self.fields)])
         if values[self._pk_index] is None:
             return None
-        for index, col, converters in self._converters_for_connection():
+        for index, col, converters in self._converters_for(db):
             value = values[index]
             for convert in converters:
-                value = convert(value, col, connection)
+                value = convert(value, col, db)
             values[index] = value
-        return self.model.from_db(connection.alias, self.attnames, values)
+        return self.model.from_db(db.alias, self.attnames, values)
 
-    def _converters_for_connection(self) -> list[tuple[int, Col, list[Callable[..., Any]]]]:
-        cached = self._converters.get(connection.vendor)
+    def _converters_for(
+        self, db: BaseDatabaseWrapper
+    ) -> list[tuple[int, Col, list[Callable[..., Any]]]]:
+        cached = self._converters.get(db.vendor)
         if cached is None:
             cached = []
             for index, field in enumerate(self.fields):
                 col = field.get_col(self.model._meta.db_table)
-                converters = [
-                    *connection.ops.get_db_converters(col),
-                    *col.get_db_converters(connection),
-                ]
+                converters = [*db.ops.get_db_converters(col), *col.get_db_converters(db)]
                 if converters:
                     cached.append((index, col, converters))
-            self._converters[connection.vendor] = cached
+            self._converters[db.vendor] = cached
         return cached
