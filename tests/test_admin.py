@@ -135,7 +135,9 @@ def one_of_each(root: User) -> dict[type, object]:
         final_step_code="check_carrier_block",
         comment=f"Customer read out {PHONE} and 415 555 0123 twice.",
     )
-    audit = audit_record(actor=root, action="lock_lift", result="lifted", obj=method)
+    audit = AuditEntry.objects.get(
+        pk=audit_record(actor=root, action="lock_lift", result="lifted", obj=method)
+    )
     record = factories.LocalDeliveryRecordFactory(to=PHONE)
     Token.objects.create(user=root)  # the authtoken app's admin page lists tokens
     return {

@@ -239,12 +239,12 @@ def test_deleting_an_agent_keeps_their_audit_trail_as_written(agent):
     from twosv.audit import audit_record
     from twosv.models import AuditEntry
 
-    entry = audit_record(actor=agent, action="state_read", result="ok", customer_ref="cust-1")
+    entry_id = audit_record(actor=agent, action="state_read", result="ok", customer_ref="cust-1")
     agent_id = agent.pk
 
     agent.delete()
 
-    kept = AuditEntry.objects.get(pk=entry.pk)
+    kept = AuditEntry.objects.get(pk=entry_id)
     assert kept.actor_id == agent_id
     assert kept.actor_username == "agent"
     assert (kept.action, kept.customer_ref) == ("state_read", "cust-1")

@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests import factories
-from twosv.audit import audit_record
+from twosv.audit import AUDIT_COLUMNS, AuditContext, audit_record
 from twosv.models import AuditEntry, DeliveryLookup, Method
 from twosv.selectors import access_customer_state
 
@@ -59,20 +59,42 @@ def test_the_state_read_loads_every_column_as_the_orm_does():
 
 
 @pytest.mark.django_db
-def test_the_audit_row_reads_back_as_written(agent):
-    entry = audit_record(
+def test_the_audit_row_reads_back_as_written(agent, time_machine):
+    time_machine.move_to(T0, tick=False)
+    method = factories.MethodFactory()
+
+    entry_id = audit_record(
         actor=agent,
         action="state_read",
         result="ok",
         customer_ref="cust-1",
+        obj=method,
         details={"next_step": "wait_for_lock", "n": 2},
+        context=AuditContext(request_id="req-1", client_ip="2001:db8::1"),
     )
 
-    stored = AuditEntry.objects.get(pk=entry.pk)
+    stored = AuditEntry.objects.get(pk=entry_id)
+    assert fields_of(stored) == {
+        "id": entry_id,
+        "created_at": T0,
+        "actor_id": agent.pk,
+        "actor_username": agent.username,
+        "action": "state_read",
+        "result": "ok",
+        "customer_ref": "cust-1",
+        "object_type": "Method",
+        "object_id": str(method.pk),
+        "details": {"next_step": "wait_for_lock", "n": 2},
+        "request_id": "req-1",
+        "client_ip": "2001:db8::1",
+    }
 
-    assert fields_of(stored) == fields_of(entry)
-    assert stored.details == {"next_step": "wait_for_lock", "n": 2}
-    assert stored.created_at is not None
+
+def test_the_audit_insert_writes_every_column_of_the_model():
+    """A column added to AuditEntry must be added to the hand-written insert too."""
+    columns = {f.attname for f in AuditEntry._meta.concrete_fields if not f.primary_key}
+
+    assert sorted(AUDIT_COLUMNS) == sorted(columns)
 
 
 def statements(captured: CaptureQueriesContext) -> list[str]:
