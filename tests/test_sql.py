@@ -147,3 +147,42 @@ def test_reads_and_audit_rows_still_work_after_a_reconnect_and_a_rolled_back_tra
     assert [m.method.method_id for m in state.methods] == [method.method_id]
     # The row of the rolled-back transaction is gone; the one after the reconnect is kept.
     assert list(AuditEntry.objects.values_list("customer_ref", flat=True)) == [customer_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_reads_and_audit_rows_survive_a_deallocate_on_the_session():
+    """A tool that runs DEALLOCATE ALL (or DISCARD ALL) on the session costs nothing visible."""
+    method, _ = locked_method_with_a_lookup()
+    customer_id = method.customer.customer_id
+    access_customer_state(customer_id=customer_id, now=T0)
+    audit_record(actor=None, action="state_read", result="ok", customer_ref=customer_id)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+
+    state = access_customer_state(customer_id=customer_id, now=T0)
+    audit_record(actor=None, action="state_read", result="ok", customer_ref=customer_id)
+
+    assert [m.method.method_id for m in state.methods] == [method.method_id]
+    assert AuditEntry.objects.filter(customer_ref=customer_id).count() == 2
+
+
+def deallocate_then_read(customer_id: str) -> None:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        access_customer_state(customer_id=customer_id, now=T0)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deallocate_inside_a_transaction_fails_that_transaction_only():
+    method, _ = locked_method_with_a_lookup()
+    customer_id = method.customer.customer_id
+    access_customer_state(customer_id=customer_id, now=T0)
+    with pytest.raises(DatabaseError):
+        deallocate_then_read(customer_id)
+
+    state = access_customer_state(customer_id=customer_id, now=T0)
+
+    assert [m.method.method_id for m in state.methods] == [method.method_id]

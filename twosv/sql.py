@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.expressions import Col
@@ -34,12 +35,32 @@ def execute_prepared(cursor: Any, name: str, sql: str, params: Sequence[Any]) ->
         return
     names = _prepared.setdefault(db.connection, set())
     if name not in names:
-        numbered = sql.split("%s")
-        text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], start=1))
-        cursor.execute(f"PREPARE {name} AS {text}{numbered[-1]}")
+        _prepare(cursor, name, sql)
         names.add(name)
-    placeholders = ", ".join(["%s"] * len(params))
-    cursor.execute(f"EXECUTE {name}({placeholders})", params)
+    statement = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+    try:
+        cursor.execute(statement, params)
+    except DatabaseError as error:
+        if getattr(error.__cause__, "pgcode", None) != _INVALID_SQL_STATEMENT_NAME:
+            raise
+        # Someone ran DEALLOCATE (or DISCARD ALL) on this session. Forget what it had; outside
+        # a transaction prepare again at once, inside one the transaction is lost anyway and the
+        # next use prepares again.
+        names.clear()
+        if db.in_atomic_block:
+            raise
+        _prepare(cursor, name, sql)
+        names.add(name)
+        cursor.execute(statement, params)
+
+
+_INVALID_SQL_STATEMENT_NAME = "26000"
+
+
+def _prepare(cursor: Any, name: str, sql: str) -> None:
+    numbered = sql.split("%s")
+    text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], start=1))
+    cursor.execute(f"PREPARE {name} AS {text}{numbered[-1]}")
 
 
 class ModelColumns:
