@@ -501,7 +501,7 @@ def _raw_insert_worker(
     return inserted, elapsed, cpu, db_cpu
 
 
-def raw_insert(run: str, threads: int, seconds: float, mode: str) -> dict[str, Any]:
+def raw_insert(run: str, threads: int, seconds: float, mode: str, tag: str = "") -> dict[str, Any]:
     """Insert event rows straight into twosv_event, 500 a transaction, one process a thread."""
     from django.db import connections
 
@@ -518,7 +518,7 @@ def raw_insert(run: str, threads: int, seconds: float, mode: str) -> dict[str, A
         jobs = []
         for tid in range(threads):
             method = methods[f"bench-run-{run}-f{tid}-m"]
-            jobs.append((run, tid, method.customer_id, method.pk, seconds, mode, barrier))
+            jobs.append((run, tid, method.customer_id, method.pk, seconds, mode + tag, barrier))
         with ctx.Pool(threads) as pool:
             results = pool.map(_raw_insert_worker, jobs)
     total = sum(r[0] for r in results)
@@ -778,6 +778,33 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def merge_ingest_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the rounds' events and seconds; CPU per event weighted by events; the median of
+    wrk's percentiles where there are any. Each round is kept under "rounds"."""
+    merged: dict[str, Any] = {}
+    events_key = "accepted_events" if "accepted_events" in rounds[0] else "events"
+    events = sum(r[events_key] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    # Until the last event of a round was stored (wrk's seconds plus the drain), where known.
+    elapsed = sum(r.get("elapsed_s", r["seconds"]) for r in rounds)
+    merged[events_key] = events
+    merged["seconds"] = round(seconds, 2)
+    merged["events_per_s"] = round(events / elapsed, 1)
+    if "requests" in rounds[0]:
+        merged["requests"] = sum(r["requests"] for r in rounds)
+        merged["rps"] = round(merged["requests"] / seconds, 1)
+        merged["errors"] = sum(r["errors"] for r in rounds)
+        merged["non_2xx"] = sum(r["non_2xx"] for r in rounds)
+        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            merged[key] = round(statistics.median(values), 2) if values else None
+    for key in rounds[0]:
+        if key.endswith("_ms_per_event") and events:
+            merged[key] = round(sum(r[key] * r[events_key] for r in rounds) / events, 4)
+    merged["rounds"] = rounds
+    return merged
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if not a or not b:
         return None
@@ -820,6 +847,9 @@ def main() -> int:
         "--keepalive", action="store_true", help="GET figures: keep connections open (noisier)"
     )
     parser.add_argument("--lookups", type=int, default=50, help="sequential lookups for (g)")
+    parser.add_argument(
+        "--ingest-rounds", type=int, default=3, help="interleaved rounds of (e) and (f)"
+    )
     parser.add_argument("--raw-seconds", type=float, default=5, help="seconds of raw insert (f)")
     parser.add_argument("--ats-delay-ms", type=float, default=0, help="simulated ATS latency")
     parser.add_argument("--only", default="abcdefgs", help="figures to run, e.g. --only abc")
@@ -951,7 +981,7 @@ def main() -> int:
             "" if args.keepalive else 'wrk.headers["Connection"] = "close"\n',
             TOKEN=AGENT_TOKEN,
         )
-        figures: dict[str, Callable[[], dict[str, Any]]] = {}
+        figures: dict[str, Callable[..., dict[str, Any]]] = {}
         base_now = int(started.timestamp())
 
         get_paths = {
@@ -993,34 +1023,42 @@ def main() -> int:
                 add_cpu(results[key], meters[key], results[key]["requests"])
                 log(f"({key}) {json.dumps(results[key])}")
 
-        def ingest_figure(phase: str, body: str, path: str) -> Callable[[], dict[str, Any]]:
-            def measure() -> dict[str, Any]:
+        def ingest_figure(phase: str, body: str, path: str) -> Callable[..., dict[str, Any]]:
+            def measure(
+                *,
+                tag: str = "t",
+                base: int = base_now - 3600,
+                seconds: float = args.duration,
+                warm_up: bool = True,
+                alone: bool = True,
+            ) -> dict[str, Any]:
+                """One timed wrk run; `tag` marks its events, which occur from `base` on (a
+                later round needs a later base: each method's events arrive in order)."""
                 common = {"TOKEN": seed.PRODUCER_TOKEN, "RUN": run, "PHASE": phase}
                 common["BATCH"] = BATCH
-                warm = lua_script(
-                    scripts,
-                    f"{phase}-warm",
-                    LUA_EVENTS + body,
-                    BASE=base_now - 7200,
-                    TAG="w",
-                    **common,
-                )
                 timed = lua_script(
                     scripts,
-                    f"{phase}-timed",
+                    f"{phase}-{tag}",
                     LUA_EVENTS + body,
-                    BASE=base_now - 3600,
-                    TAG="t",
+                    BASE=base,
+                    TAG=tag,
                     **common,
                 )
-                run_wrk(wrk, port, path, warm, seconds=args.warmup, connections=threads)
+                if warm_up:
+                    warm = lua_script(
+                        scripts,
+                        f"{phase}-warm",
+                        LUA_EVENTS + body,
+                        BASE=base_now - 7200,
+                        TAG="w",
+                        **common,
+                    )
+                    run_wrk(wrk, port, path, warm, seconds=args.warmup, connections=threads)
                 wait_drained(gunicorn.children)
                 per_request = BATCH if phase == "e" else 1
                 began = time.perf_counter()
                 with CpuMeter(gunicorn.children) as meter:
-                    result = run_wrk(
-                        wrk, port, path, timed, seconds=args.duration, connections=threads
-                    )
+                    result = run_wrk(wrk, port, path, timed, seconds=seconds, connections=threads)
                     # Requests still running when wrk stops finish on the server: count what
                     # the database holds once they are done, over the time until then. wrk
                     # stops with a request in flight on each connection, as a rule.
@@ -1028,7 +1066,7 @@ def main() -> int:
                     result["drain_s"] = round(
                         wait_drained(
                             gunicorn.children,
-                            lambda: count_accepted(run, phase, "t") >= target,
+                            lambda: count_accepted(run, phase, tag) >= target,
                         ),
                         2,
                     )
@@ -1038,16 +1076,17 @@ def main() -> int:
                     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
                         result[key] = None
                     result["latency_note"] = (
-                        f"{result['requests']} requests finished inside the {args.duration:g} s "
+                        f"{result['requests']} requests finished inside the {seconds:g} s "
                         "run: too few for percentiles"
                     )
-                result["accepted_events"] = count_accepted(run, phase, "t")
+                result["accepted_events"] = count_accepted(run, phase, tag)
                 result["sent_events"] = result["requests"] * per_request
                 result["events_per_s_wrk"] = round(result["rps"] * per_request, 1)
+                result["elapsed_s"] = round(elapsed, 3)
                 result["events_per_s"] = round(result["accepted_events"] / elapsed, 1)
                 add_cpu(result, meter, result["accepted_events"], unit="event")
-                if phase == "e":
-                    result["one_batch_alone_s"] = time_batches_alone(port, run, base_now - 2400)
+                if phase == "e" and alone:
+                    result["one_batch_alone_s"] = time_batches_alone(port, run, base_now - 600)
                 return result
 
             return measure
@@ -1076,17 +1115,51 @@ def main() -> int:
             log(f"({') ('.join(get_keys)}) in {args.rounds} interleaved rounds ...")
             get_figures(get_keys)
             snapshot("abc")
-        for key in "de":
-            if key in args.only:
-                log(f"({key}) {names[key]} ...")
-                results[key] = figures[key]()
-                log(f"({key}) {json.dumps(results[key])}")
-                snapshot(key)
-        if "f" in args.only:
+        if "d" in args.only:
+            log(f"(d) {names['d']} ...")
+            results["d"] = figures["d"]()
+            log(f"(d) {json.dumps(results['d'])}")
+            snapshot("d")
+        if "e" in args.only and "f" in args.only:
+            # Interleaved like the GET figures: measured one after the other, a spell of CPU
+            # steal during (e) alone once halved its rate and the ratio (0.13 against 0.25-0.30).
+            count = args.ingest_rounds
+            log(f"(e) {names['e']} and (f) {names['f']} in {count} interleaved rounds ...")
+            e_rounds, f_rounds = [], []
+            for n in range(count):
+                e_rounds.append(
+                    figures["e"](
+                        tag=f"t{n}",
+                        base=base_now - 3600 + 600 * n,
+                        seconds=args.duration / count,
+                        warm_up=n == 0,
+                        alone=False,
+                    )
+                )
+                f_rounds.append(
+                    raw_insert(run, threads, args.raw_seconds / count, "execute_values", f"{n}")
+                )
+                log(
+                    f"round {n + 1}/{count}: (e) {e_rounds[-1]['events_per_s']:,.0f}, "
+                    f"(f) {f_rounds[-1]['events_per_s']:,.0f} events/s; load {load_average()}"
+                )
+            results["e"] = merge_ingest_rounds(e_rounds)
+            results["e"]["one_batch_alone_s"] = time_batches_alone(port, run, base_now - 600)
+            results["f"] = merge_ingest_rounds(f_rounds)
+            log(f"(e) {json.dumps(results['e'])}")
+            log(f"(f) {json.dumps(results['f'])}")
+            snapshot("e")
+        elif "e" in args.only:
+            log(f"(e) {names['e']} ...")
+            results["e"] = figures["e"]()
+            log(f"(e) {json.dumps(results['e'])}")
+            snapshot("e")
+        elif "f" in args.only:
             log(f"(f) {names['f']} ...")
             results["f"] = raw_insert(run, threads, args.raw_seconds, "execute_values")
+        if "f" in args.only:
             results["f_copy"] = raw_insert(run, threads, args.raw_seconds, "copy")
-            log(f"(f) {json.dumps(results['f'])} copy: {json.dumps(results['f_copy'])}")
+            log(f"(f) COPY: {json.dumps(results['f_copy'])}")
         if "g" in args.only:
             if lookup_skip is None:
                 log(f"(g) {names['g']}: {args.lookups} forced lookups ...")
@@ -1251,7 +1324,9 @@ def report(
         # The same from the pooled percentiles of the table, for comparison.
         "a_over_c_p50_pooled": ratio(a.get("p50_ms"), c.get("p50_ms")),
         "b_over_a_p50_pooled": ratio(b.get("p50_ms"), a.get("p50_ms")),
-        "e_over_f_events": ratio(e.get("events_per_s"), f.get("events_per_s")),
+        "e_over_f_events": paired_ratio(e, f, "events_per_s")
+        or ratio(e.get("events_per_s"), f.get("events_per_s")),
+        "e_over_f_events_pooled": ratio(e.get("events_per_s"), f.get("events_per_s")),
         # The same comparisons in server CPU per request (app + database), which a busy
         # machine hardly distorts; the goals are judged on latency.
         "a_over_c_cpu": ratio(a.get("cpu_ms_per_request"), c.get("cpu_ms_per_request")),
