@@ -948,3 +948,74 @@ def test_a_batch_that_loses_a_race_replays_event_by_event(producer_client, sms_m
     assert results[2]["error"]["code"] == "unknown_method"
     assert results[-1]["method"]["resends"]["count"] == 2
     assert Event.objects.filter(event_id__startswith="w-").count() == 2
+
+
+def test_a_batch_stores_each_event_as_the_single_endpoint_does(producer_client):
+    """The batch writes its rows by hand: the same history sent both ways must be stored alike,
+    row for row, and leave the two methods alike (an enrolment, resends up to a lock, a late
+    event, a number change, a removal)."""
+
+    def history(tag: str) -> list[dict[str, Any]]:
+        ids = {"method_id": f"m-{tag}", "customer_id": f"cust-{tag}"}
+        start = T0 - timedelta(hours=1)
+        events = [enrolment(f"{tag}-enrol", **ids)]
+        events += [
+            event(f"{tag}-r{i:03d}", at=start + timedelta(seconds=i), **ids) for i in range(202)
+        ]
+        events += [
+            event(f"{tag}-late", "code_sent", at=start - timedelta(minutes=5), **ids),
+            event(
+                f"{tag}-phone",
+                "phone_number_changed",
+                at=start + timedelta(minutes=10),
+                phone_number="+14155550199",
+                **ids,
+            ),
+            event(f"{tag}-gone", "method_removed", at=start + timedelta(minutes=20), **ids),
+        ]
+        return events
+
+    for item in history("single"):
+        assert post(producer_client, item).status_code in (200, 201)
+    response = post(producer_client, {"events": history("batch")}, BATCH_URL)
+    assert {r["status"] for r in response.json()["results"]} == {"accepted"}
+
+    def rows(tag: str) -> list[dict[str, Any]]:
+        found = Event.objects.filter(method__method_id=f"m-{tag}").order_by("event_id")
+        return [
+            {
+                "event_id": e.event_id.removeprefix(f"{tag}-"),
+                "type": e.type,
+                "customer": e.customer.customer_id,
+                "occurred_at": e.occurred_at,
+                "received_at": e.received_at,
+                "data": {**e.data, "method_id": "m"},
+                "outcome": e.outcome,
+            }
+            for e in found.select_related("customer")
+        ]
+
+    def method(tag: str) -> dict[str, Any]:
+        m = Method.objects.get(method_id=f"m-{tag}")
+        return {f.attname: getattr(m, f.attname) for f in Method._meta.concrete_fields} | {
+            "id": None,
+            "customer_id": None,
+            "method_id": None,
+            "last_event_id": m.last_event_id.removeprefix(f"{tag}-"),
+        }
+
+    single, batch = rows("single"), rows("batch")
+    assert len(batch) == 206
+    assert [r | {"customer": None} for r in batch] == [r | {"customer": None} for r in single]
+    assert {r["customer"] for r in batch} == {"cust-batch"}
+    assert {r["outcome"] for r in batch} >= {"recorded", "locked"}
+    assert method("batch") == method("single")
+
+
+def test_the_batch_insert_writes_every_column_of_the_event_model():
+    """A column added to Event must be added to the batch's hand-written insert too."""
+    from twosv.services import EVENT_COLUMNS
+
+    columns = {f.attname for f in Event._meta.concrete_fields if not f.primary_key}
+
+    assert sorted(EVENT_COLUMNS) == sorted(columns)
