@@ -366,7 +366,7 @@ class _BatchEvent:
 
 # The batch's events go in as rows, not model instances: building 500 Events and letting
 # bulk_create prepare them field by field was a third of a batch's time in the app (cProfile,
-# `make bench` figure e). tests/test_services_events.py holds these columns equal to the
+# `make bench` figure e). tests/test_api_events.py holds these columns equal to the
 # model's; the rows are what event_ingest would store, received_at one clock reading a batch.
 EVENT_COLUMNS = (
     "event_id",
