@@ -467,8 +467,15 @@ def _batch_duplicate(
 def _batch_new_method(
     methods: dict[str, _BatchMethod], item: dict[str, Any], data: dict[str, Any]
 ) -> _BatchMethod:
-    occurred_at = item["occurred_at"]
-    method = Method(
+    method = _enrolled_method(data, item["occurred_at"])
+    entry = _BatchMethod(method, item["customer_id"], policy.EMPTY, new=True)
+    methods[method.method_id] = entry
+    return entry
+
+
+def _enrolled_method(data: dict[str, Any], occurred_at: datetime) -> Method:
+    """Return the (unsaved) method a cleaned method_enrolled event creates."""
+    return Method(
         method_id=data["method_id"],
         kind=data["kind"],
         role=data["role"],
@@ -479,9 +486,6 @@ def _batch_new_method(
         enrolled_at=occurred_at,
         phone_changed_at=occurred_at,
     )
-    entry = _BatchMethod(method, item["customer_id"], policy.EMPTY, new=True)
-    methods[method.method_id] = entry
-    return entry
 
 
 def _batch_create_methods(new: list[_BatchMethod]) -> None:
@@ -545,18 +549,9 @@ def _ingest_locked(
                 "A method with this method_id exists.", code="method_exists", field="data.method_id"
             )
         customer, _ = Customer.objects.get_or_create(customer_id=customer_id)
-        method = Method.objects.create(
-            customer=customer,
-            method_id=method_id,
-            kind=data["kind"],
-            role=data["role"],
-            phone_number=data.get("phone_number") or "",
-            email=data.get("email") or "",
-            label=data["label"],
-            visible_in_crm=data["visible_in_crm"],
-            enrolled_at=occurred_at,
-            phone_changed_at=occurred_at,
-        )
+        method = _enrolled_method(data, occurred_at)
+        method.customer = customer
+        method.save(force_insert=True)
     else:
         if method is None:
             raise Conflict(
