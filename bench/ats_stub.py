@@ -1,4 +1,4 @@
-"""A local ATS for figure (g): the HTTP contract of SPEC section 3, timing its own work.
+"""A local ATS for figure (g): the HTTP contract of docs/SPEC.md section 3, timing its own work.
 
 Serves ``GET /v1/messages?to=&since=&cursor=`` with a bearer token from messages held in memory,
 optionally sleeping ``delay`` seconds per request to stand in for a remote ATS, and records how

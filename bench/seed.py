@@ -15,11 +15,14 @@ import json
 import random
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
 from twosv import policy
@@ -142,6 +145,7 @@ def _plan(now: datetime, rng: random.Random) -> tuple[list[tuple[int, str, str]]
 
     def add_methods(pk: int, customer_id: str, quota: int, shape: str | None, days: int) -> None:
         start = now - timedelta(days=days, seconds=rng.randrange(86400))
+        backup_kind: str | None
         if shape == "sms+app":
             primary_kind, backup_kind = "sms", "authenticator_app"
         else:
@@ -363,14 +367,14 @@ def _ts(value: int | None) -> str:
 COPY_SECONDS = [0.0]
 
 
-def _copy(cursor, table: str, columns: tuple[str, ...], buffer: io.StringIO) -> None:
+def _copy(cursor: Any, table: str, columns: tuple[str, ...], buffer: io.StringIO) -> None:
     started = time.perf_counter()
     buffer.seek(0)
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
     COPY_SECONDS[0] += time.perf_counter() - started
 
 
-def _drop_event_indexes(cursor) -> list[str]:
+def _drop_event_indexes(cursor: CursorWrapper) -> list[str]:
     """Drop twosv_event's indexes and unique constraints but its primary key; return the
     statements that recreate them."""
     cursor.execute(
@@ -398,7 +402,7 @@ def _drop_event_indexes(cursor) -> list[str]:
     ]
 
 
-def seed(*, log=print) -> dict:
+def seed(*, log: Callable[[str], None] = print) -> dict:
     """Load the whole data set into an empty (just migrated) bench database; return its figures."""
     started = time.perf_counter()
     rng = random.Random(20240601)

@@ -1,4 +1,4 @@
-"""Shared fixtures: roles and API clients, service gating, and eager Celery by default."""
+"""Shared fixtures: roles and API clients, clocks, service gating, and eager Celery by default."""
 
 import contextlib
 import logging
@@ -94,12 +94,9 @@ def staff(db):
 
 
 def _client_for(user) -> APIClient:
-    from rest_framework.authtoken.models import Token
+    from tests.builders import token_client
 
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
+    return token_client(user)
 
 
 @pytest.fixture
@@ -115,6 +112,47 @@ def producer_client(producer) -> APIClient:
 @pytest.fixture
 def staff_client(staff) -> APIClient:
     return _client_for(staff)
+
+
+@pytest.fixture
+def root(db):
+    """A superuser for the admin pages."""
+    return factories.UserFactory(username="root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def root_client(root):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+@pytest.fixture
+def frozen_clock(time_machine) -> None:
+    """Stop the clock at builders.T0; use with `pytest.mark.usefixtures("frozen_clock")`."""
+    from tests import builders
+
+    builders.freeze(time_machine)
+
+
+@pytest.fixture
+def small_threshold(settings) -> int:
+    """Lock after more than 3 resends: the same policy, with fewer events to write."""
+    from tests import builders
+
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = builders.SMALL_THRESHOLD
+    return builders.SMALL_THRESHOLD
+
+
+@pytest.fixture
+def http_ats(ats_server, settings):
+    """Point the `http` ATS backend at the test server (tests/ats_server.py)."""
+    settings.TWOSV_ATS_BACKEND = "http"
+    settings.ATS_BASE_URL = ats_server.url
+    settings.ATS_TOKEN = ats_server.token
+    return ats_server
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The Django admin as admins use it (SPEC 6, issue 7): pages, masking, actions, read-only, CSV."""
+"""The Django admin as admins use it (docs/SPEC.md §6): pages, masking, actions, read-only, CSV."""
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.contrib import admin
@@ -12,6 +12,8 @@ from django.urls import NoReverseMatch, reverse
 from rest_framework.authtoken.models import Token
 
 from tests import factories
+from tests.builders import SMALL_THRESHOLD as THRESHOLD
+from tests.builders import T0, resends
 from twosv.audit import audit_record
 from twosv.models import (
     AuditEntry,
@@ -29,30 +31,10 @@ from twosv.models import (
 )
 from twosv.services import event_ingest
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-THRESHOLD = 3
 PHONE = "+14155550123"
 PHONE_DIGITS = "4155550123"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _setup(time_machine, settings):
-    time_machine.move_to(T0, tick=False)
-    settings.TWOSV_RESEND_LOCK_THRESHOLD = THRESHOLD
-
-
-@pytest.fixture
-def root() -> User:
-    return factories.UserFactory(username="root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def root_client(root: User) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock", "small_threshold")]
 
 
 def staff_with(*codenames: str) -> Client:
@@ -63,20 +45,6 @@ def staff_with(*codenames: str) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def resends(method: Method, count: int, *, start: datetime | None = None) -> None:
-    """Ingest `count` code_resend_requested events for the method, a second apart."""
-    start = start or T0 - timedelta(hours=1)
-    for n in range(count):
-        event_ingest(
-            event_id=f"{method.method_id}-resend-{start:%Y%m%d%H%M}-{n}",
-            event_type=EventType.CODE_RESEND_REQUESTED,
-            customer_id=method.customer.customer_id,
-            occurred_at=start + timedelta(seconds=n),
-            data={"method_id": method.method_id},
-        )
-    method.refresh_from_db()
 
 
 def locked_method(**kwargs) -> Method:

@@ -1,4 +1,4 @@
-"""POST /api/v1/events/ and /api/v1/events/batch/: what the identity system sees (SPEC 3 and 5)."""
+"""POST /api/v1/events/ and /api/v1/events/batch/: what producers see (docs/SPEC.md §3, §5)."""
 
 import json
 import random
@@ -10,61 +10,24 @@ from django.db import IntegrityError
 from django.db.models import Q
 from rest_framework.test import APIClient
 
-from twosv import policy, services
+from tests import builders
+from tests.builders import METHOD_KEYS, T0, event, parse_time
+from twosv import policy
 from twosv.models import Customer, Event, EventOutcome, Method
 from twosv.selectors import lock_policy, method_projection
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ENROLLED_AT = T0 - timedelta(days=2)
 # Not +14155550100: that one is the example in the validation message.
 PHONE = "+14155550142"
 EVENTS_URL = "/api/v1/events/"
 BATCH_URL = "/api/v1/events/batch/"
-METHOD_KEYS = {
-    "id",
-    "kind",
-    "role",
-    "hidden_from_crm",
-    "label",
-    "phone",
-    "status",
-    "lock",
-    "resends",
-}
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def event(
-    event_id: str,
-    type_: str = "code_resend_requested",
-    *,
-    at: datetime = T0 - timedelta(minutes=1),
-    customer_id: str = "cust-1",
-    **data: Any,
-) -> dict[str, Any]:
-    data.setdefault("method_id", "m-sms")
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "customer_id": customer_id,
-        "occurred_at": iso(at),
-        "data": data,
-    }
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
 
 def enrolment(event_id: str = "enrol-1", **data: Any) -> dict[str, Any]:
-    data = {"kind": "sms", "role": "primary", "phone_number": PHONE, **data}
-    return event(event_id, "method_enrolled", at=ENROLLED_AT, **data)
+    """The SMS primary m-sms with PHONE, two days before T0 (every key present, to remove)."""
+    return builders.enrolment(event_id, at=ENROLLED_AT, **{"phone_number": PHONE, **data})
 
 
 def post(client: APIClient, body: Any, url: str = EVENTS_URL):
@@ -74,10 +37,6 @@ def post(client: APIClient, body: Any, url: str = EVENTS_URL):
 def stored() -> tuple[int, int, int]:
     """Everything a refused event could have left behind."""
     return (Event.objects.count(), Customer.objects.count(), Method.objects.count())
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 @pytest.fixture
@@ -264,7 +223,7 @@ def test_producer_cannot_post_lock_lifted(producer_client, sms_method):
 
 
 # ---------------------------------------------------------------------------------------------
-# Bad input of every kind in SPEC section 3: 4xx, the field named, nothing stored
+# Bad input of every kind in docs/SPEC.md section 3: 4xx, the field named, nothing stored
 # ---------------------------------------------------------------------------------------------
 
 
@@ -933,13 +892,15 @@ def test_a_batch_of_500_runs_a_fixed_number_of_queries(
 
 
 def test_a_batch_that_loses_a_race_replays_event_by_event(producer_client, sms_method, monkeypatch):
-    real = services._ingest_batch_locked
+    from twosv.services import ingestion
+
+    real = ingestion._ingest_batch_locked
 
     def lose_the_race(*args: Any) -> None:
         real(*args)
         raise IntegrityError("duplicate key value violates unique constraint")
 
-    monkeypatch.setattr(services, "_ingest_batch_locked", lose_the_race)
+    monkeypatch.setattr(ingestion, "_ingest_batch_locked", lose_the_race)
     events = [event("w-1"), event("w-1"), event("w-2", method_id="m-ghost"), event("w-3")]
 
     results = post(producer_client, {"events": events}, BATCH_URL).json()["results"]

@@ -1,55 +1,21 @@
-"""Troubleshooting sessions: answers, phone verification and closing (SPEC sections 4 and 5)."""
+"""Troubleshooting sessions: answers, phone verification and closing (docs/SPEC.md §4, §5)."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
 from tests import factories
-from twosv import services
+from tests.builders import T0, enroll, ingest, token_client
 from twosv.models import AuditEntry, TroubleshootingSession
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-ENROLLED_AT = T0 - timedelta(days=10)
 NUMBER = "+14155550123"
 OTHER_NUMBER = "+14155550124"
 SESSION_KEYS = {"id", "customer_id", "method_id", "answers", "phone_number_matches", "next_step"}
 
-pytestmark = pytest.mark.django_db
-
-_event_ids = iter(range(10**9))
-
-
-def ingest(customer_id: str, event_type: str, *, at: datetime | None = None, **data: Any) -> None:
-    services.event_ingest(
-        event_id=f"ev-{next(_event_ids)}",
-        event_type=event_type,
-        customer_id=customer_id,
-        occurred_at=at or T0 - timedelta(minutes=1),
-        data=data,
-    )
-
-
-def enroll(
-    customer_id: str,
-    method_id: str,
-    *,
-    kind: str = "sms",
-    role: str = "primary",
-    phone_number: str = NUMBER,
-    **extra: Any,
-) -> None:
-    data: dict[str, Any] = {"method_id": method_id, "kind": kind, "role": role, **extra}
-    if kind in {"sms", "voice"}:
-        data["phone_number"] = phone_number
-    ingest(customer_id, "method_enrolled", at=ENROLLED_AT, **data)
-
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
 
 @pytest.fixture
@@ -58,6 +24,17 @@ def customer():
     enroll("cust-1", "m-sms")
     enroll("cust-1", "m-app", kind="authenticator_app", role="backup")
     return "cust-1"
+
+
+def change_number(phone_number: str, *, at: datetime | None = None) -> None:
+    """The identity system changes the number of cust-1's SMS method."""
+    ingest(
+        event_type="phone_number_changed",
+        customer_id="cust-1",
+        method_id="m-sms",
+        at=at,
+        phone_number=phone_number,
+    )
 
 
 def start(client: APIClient, customer_id: str = "cust-1", **body: Any) -> dict[str, Any]:
@@ -239,7 +216,7 @@ def test_patch_refuses_a_method_of_another_customer(agent_client, customer):
 
 
 def test_patch_refuses_a_removed_method(agent_client, customer):
-    ingest("cust-1", "method_removed", method_id="m-app")
+    ingest(event_type="method_removed", customer_id="cust-1", method_id="m-app")
     session = start(agent_client)
 
     response = patch(agent_client, session, {"method_id": "m-app"})
@@ -411,7 +388,7 @@ def test_verify_phone_checks_the_sessions_method(agent_client, customer):
 
 
 def test_verify_phone_compares_with_the_changed_number(agent_client, customer):
-    ingest("cust-1", "phone_number_changed", method_id="m-sms", phone_number=OTHER_NUMBER)
+    change_number(OTHER_NUMBER)
     session = start(agent_client, answers={"has_device_access": True})
 
     assert verify(agent_client, session, NUMBER).json()["match"] is False
@@ -422,7 +399,7 @@ def test_a_changed_number_forgets_the_callers_verification(agent_client, custome
     session = start(agent_client, answers={"has_device_access": True})
     assert verify(agent_client, session, NUMBER).json()["match"] is True
 
-    ingest("cust-1", "phone_number_changed", at=T0, method_id="m-sms", phone_number=OTHER_NUMBER)
+    change_number(OTHER_NUMBER, at=T0)
 
     body = agent_client.get(url(session)).json()
     assert body["phone_number_matches"] is None
@@ -453,7 +430,7 @@ def test_the_same_number_sent_again_keeps_the_verification(agent_client, custome
     session = start(agent_client, answers={"has_device_access": True})
     assert verify(agent_client, session, NUMBER).json()["match"] is True
 
-    ingest("cust-1", "phone_number_changed", at=T0, method_id="m-sms", phone_number=NUMBER)
+    change_number(NUMBER, at=T0)
 
     assert agent_client.get(url(session)).json()["phone_number_matches"] is True
 
@@ -560,12 +537,7 @@ def test_closed_session_refuses_changes_with_409(agent_client, customer):
 
 
 def _as_agent(username: str) -> APIClient:
-    from rest_framework.authtoken.models import Token
-
-    user = factories.UserFactory(username=username, groups=["support_agent"])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    return token_client(factories.UserFactory(username=username, groups=["support_agent"]))
 
 
 def test_another_agents_session_is_404(agent_client, customer):

@@ -1,19 +1,16 @@
-"""GET /api/v1/customers/{id}/twosv/: what the agent's panel shows (SPEC sections 4 and 5)."""
+"""GET /api/v1/customers/{id}/twosv/: what the agent's panel shows (docs/SPEC.md §4, §5)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
+from tests.builders import AT_ONCE, METHOD_KEYS, T0, enroll, ingest, lock, parse_time, resends
 from tests.factories import CustomerFactory
-from twosv import services
 from twosv.models import AuditEntry, DeliveryLookup, Method, RegionalAdvisory, SenderNumber
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-ENROLLED_AT = T0 - timedelta(days=10)
 US_NUMBER = "+14155550123"
 IN_NUMBER = "+919876543210"
 GB_NUMBER = "+442079460958"
@@ -31,67 +28,11 @@ STEP_KEYS = {
     "alternatives",
     "seconds_remaining",
 }
-METHOD_KEYS = {
-    "id",
-    "kind",
-    "role",
-    "hidden_from_crm",
-    "label",
-    "phone",
-    "status",
-    "lock",
-    "resends",
-}
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Building state the way the identity system does: through the ingestion service
-# ---------------------------------------------------------------------------------------------
-
-_event_ids = iter(range(10**9))
-
-
-def ingest(customer_id: str, event_type: str, *, at: datetime | None = None, **data: Any) -> None:
-    services.event_ingest(
-        event_id=f"ev-{next(_event_ids)}",
-        event_type=event_type,
-        customer_id=customer_id,
-        occurred_at=at or T0 - timedelta(minutes=1),
-        data=data,
-    )
-
-
-def enroll(
-    customer_id: str,
-    method_id: str,
-    *,
-    kind: str = "sms",
-    role: str = "primary",
-    phone_number: str | None = US_NUMBER,
-    at: datetime = ENROLLED_AT,
-    **extra: Any,
-) -> None:
-    data: dict[str, Any] = {"method_id": method_id, "kind": kind, "role": role, **extra}
-    if kind in {"sms", "voice"}:
-        data["phone_number"] = phone_number
-    ingest(customer_id, "method_enrolled", at=at, **data)
-
-
-def resend(customer_id: str, method_id: str, times: int, *, at: datetime) -> None:
-    for _ in range(times):
-        ingest(customer_id, "code_resend_requested", at=at, method_id=method_id)
-
-
-def lock(customer_id: str, method_id: str, *, at: datetime) -> None:
-    """Lock the method the way customers do: one resend more than the threshold."""
-    resend(customer_id, method_id, django_settings.TWOSV_RESEND_LOCK_THRESHOLD + 1, at=at)
+# State is built the way the identity system builds it: through the ingestion service
+# (tests/builders.py).
 
 
 def add_lookup(
@@ -136,12 +77,8 @@ def advisory_codes(body: dict[str, Any], method_id: str | None = None) -> list[s
     ]
 
 
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
 # ---------------------------------------------------------------------------------------------
-# The fields of SPEC section 5
+# The fields of docs/SPEC.md section 5
 # ---------------------------------------------------------------------------------------------
 
 
@@ -151,8 +88,8 @@ def test_every_field_of_the_state_is_present_with_its_type(agent_client, setting
     enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
     enroll("cust-1", "m-app", kind="authenticator_app", role="backup")
     enroll("cust-1", "m-mail", kind="email", role="backup", email="ada@example.com")
-    ingest("cust-1", "method_removed", method_id="m-mail")
-    lock("cust-1", "m-sms", at=T0 - timedelta(hours=1))
+    ingest(event_type="method_removed", customer_id="cust-1", method_id="m-mail")
+    lock("m-sms", customer_id="cust-1", step=AT_ONCE, at=T0 - timedelta(hours=1))
     add_lookup("m-sms", "succeeded", "delivered")
 
     body = read_state(agent_client, "cust-1")
@@ -312,8 +249,8 @@ def test_removed_method_has_status_removed_and_no_lock(agent_client, settings):
     settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
     enroll("cust-1", "m-sms")
     enroll("cust-1", "m-voice", kind="voice", role="backup")
-    lock("cust-1", "m-voice", at=T0 - timedelta(hours=2))
-    ingest("cust-1", "method_removed", method_id="m-voice")
+    lock("m-voice", customer_id="cust-1", step=AT_ONCE, at=T0 - timedelta(hours=2))
+    ingest(event_type="method_removed", customer_id="cust-1", method_id="m-voice")
 
     voice = method_in(read_state(agent_client, "cust-1"), "m-voice")
 
@@ -323,8 +260,8 @@ def test_removed_method_has_status_removed_and_no_lock(agent_client, settings):
 
 def test_resend_count_drops_requests_older_than_the_window_at_read_time(agent_client, time_machine):
     enroll("cust-1", "m-sms")
-    resend("cust-1", "m-sms", 3, at=T0 - timedelta(hours=20))
-    resend("cust-1", "m-sms", 2, at=T0 - timedelta(hours=2))
+    resends("m-sms", 3, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=20))
+    resends("m-sms", 2, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=2))
 
     assert method_in(read_state(agent_client, "cust-1"), "m-sms")["resends"]["count"] == 5
 
@@ -342,7 +279,7 @@ def test_resend_count_drops_requests_older_than_the_window_at_read_time(agent_cl
 def test_lock_counts_down_and_disappears_at_locked_until(agent_client, time_machine):
     enroll("cust-1", "m-sms")
     locked_at = T0 - timedelta(hours=1)
-    lock("cust-1", "m-sms", at=locked_at)
+    lock("m-sms", customer_id="cust-1", step=AT_ONCE, at=locked_at)
     locked_until = locked_at + timedelta(hours=24)
 
     body = read_state(agent_client, "cust-1")
@@ -448,7 +385,7 @@ def test_state_needs_an_agent(client, producer_client, staff_client):
 
 def _removed(customer_id: str) -> None:
     enroll(customer_id, "m-sms")
-    ingest(customer_id, "method_removed", method_id="m-sms")
+    ingest(event_type="method_removed", customer_id=customer_id, method_id="m-sms")
 
 
 def _sms(customer_id: str) -> None:
@@ -462,7 +399,7 @@ def _sms_backup(customer_id: str) -> None:
 
 def _locked(customer_id: str) -> None:
     enroll(customer_id, "m-sms")
-    lock(customer_id, "m-sms", at=T0 - timedelta(hours=1))
+    lock("m-sms", customer_id=customer_id, step=AT_ONCE, at=T0 - timedelta(hours=1))
 
 
 def _locked_backup(customer_id: str) -> None:
@@ -473,7 +410,7 @@ def _locked_backup(customer_id: str) -> None:
 def _locked_backup_locked(customer_id: str) -> None:
     _locked(customer_id)
     enroll(customer_id, "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
-    lock(customer_id, "m-voice", at=T0 - timedelta(hours=1))
+    lock("m-voice", customer_id=customer_id, step=AT_ONCE, at=T0 - timedelta(hours=1))
 
 
 def _authenticator(customer_id: str) -> None:
@@ -797,13 +734,13 @@ def test_regional_provider_advisory_follows_the_admins_regions(agent_client):
 
 def test_approaching_lock_from_180_of_200_resends(agent_client):
     enroll("cust-1", "m-sms")
-    resend("cust-1", "m-sms", 179, at=T0 - timedelta(hours=1))
+    resends("m-sms", 179, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=1))
 
     body = read_state(agent_client, "cust-1")
     assert method_in(body, "m-sms")["resends"]["count"] == 179
     assert "approaching_lock" not in advisory_codes(body)
 
-    resend("cust-1", "m-sms", 1, at=T0 - timedelta(minutes=30))
+    resends("m-sms", 1, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(minutes=30))
 
     body = read_state(agent_client, "cust-1")
     assert method_in(body, "m-sms")["resends"]["count"] == 180
@@ -816,10 +753,10 @@ def test_approaching_lock_from_180_of_200_resends(agent_client):
 def test_no_approaching_lock_once_the_method_is_locked(agent_client, settings):
     settings.TWOSV_RESEND_LOCK_THRESHOLD = 10
     enroll("cust-1", "m-sms")
-    resend("cust-1", "m-sms", 9, at=T0 - timedelta(hours=2))
+    resends("m-sms", 9, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=2))
     assert "approaching_lock" in advisory_codes(read_state(agent_client, "cust-1"))
 
-    resend("cust-1", "m-sms", 2, at=T0 - timedelta(hours=1))
+    resends("m-sms", 2, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=1))
 
     body = read_state(agent_client, "cust-1")
     assert method_in(body, "m-sms")["status"] == "locked"
@@ -845,7 +782,7 @@ def test_no_backup_hidden_when_the_backup_is_visible_or_removed(agent_client):
     enroll("cust-1", "m-sms")
     enroll("cust-1", "m-voice", kind="voice", role="backup", visible_in_crm=True)
     enroll("cust-1", "m-app", kind="authenticator_app", role="backup")
-    ingest("cust-1", "method_removed", method_id="m-app")
+    ingest(event_type="method_removed", customer_id="cust-1", method_id="m-app")
 
     body = read_state(agent_client, "cust-1")
 

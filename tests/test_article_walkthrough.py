@@ -5,42 +5,29 @@ state, opens a session, records answers, checks the number the caller says and c
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests import builders
+from tests.builders import T0
 from twosv.models import TroubleshootingSession
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NUMBER = "+14155550123"
 CUSTOMER = "cust-walk"
 STATE_URL = f"/api/v1/customers/{CUSTOMER}/twosv/"
 SESSIONS_URL = f"/api/v1/customers/{CUSTOMER}/twosv/sessions/"
 LOOKUPS_URL = f"/api/v1/customers/{CUSTOMER}/twosv/delivery-lookups/"
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
 
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def event(event_id: str, type_: str, *, at: datetime, **data: Any) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "customer_id": CUSTOMER,
-        "occurred_at": iso(at),
-        "data": data,
-    }
+# Every event here is the walkthrough customer's.
+event = partial(builders.event, customer_id=CUSTOMER)
 
 
 def push(producer: APIClient, *events: dict[str, Any]) -> None:
@@ -54,10 +41,10 @@ def push(producer: APIClient, *events: dict[str, Any]) -> None:
 
 
 def enrolment(method_id: str, kind: str, role: str, **data: Any) -> dict[str, Any]:
-    return event(
+    return builders.enrolment(
         f"enrol-{method_id}",
-        "method_enrolled",
         at=T0 - timedelta(days=30),
+        customer_id=CUSTOMER,
         method_id=method_id,
         kind=kind,
         role=role,

@@ -26,6 +26,7 @@ from rest_framework.test import APIClient
 from crm_plugin.celery import app
 from tests import factories
 from tests.ats_server import AtsTestServer, ScriptedResponse
+from tests.builders import token_client
 from twosv import tasks
 from twosv.models import DeliveryLookup
 
@@ -90,14 +91,6 @@ def wait_until_finished(lookup_id: object, *, timeout: float = 15.0) -> Delivery
         if lookup.status in ("succeeded", "failed") or time.monotonic() > deadline:
             return lookup
         time.sleep(0.05)
-
-
-@pytest.fixture
-def http_ats(ats_server: AtsTestServer, settings: Any) -> AtsTestServer:
-    settings.TWOSV_ATS_BACKEND = "http"
-    settings.ATS_BASE_URL = ats_server.url
-    settings.ATS_TOKEN = ats_server.token
-    return ats_server
 
 
 @pytest.fixture
@@ -199,15 +192,8 @@ def test_a_transient_error_is_retried_by_the_worker_after_retry_after(
 def test_fifty_concurrent_requests_for_one_method_make_one_ats_call(
     http_ats: AtsTestServer, agent: Any, method: Any
 ) -> None:
-    from rest_framework.authtoken.models import Token
-
     http_ats.add_message(to=method.phone_number, status="delivered")
-    token, _ = Token.objects.get_or_create(user=agent)
-    clients = []
-    for _ in range(50):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        clients.append(client)
+    clients = [token_client(agent) for _ in range(50)]
     start = threading.Barrier(len(clients))
 
     def request(client: APIClient) -> tuple[int, str]:

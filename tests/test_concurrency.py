@@ -1,4 +1,4 @@
-"""Concurrent writers on one method, on real PostgreSQL: row locks serialize them (SPEC 3).
+"""Concurrent writers on one method, on real PostgreSQL: row locks serialize them (docs/SPEC.md §3).
 
 Each thread has its own database connection, as separate web workers would; every test here
 commits for real (transactional_db), so the rows written by one thread are seen by the others.
@@ -10,14 +10,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
 from django.db import connection
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.builders import enroll, ingest, token_client
 from twosv import policy, services
 from twosv.models import Customer, Event, EventOutcome, EventType, Method
 from twosv.selectors import lock_policy, method_projection, method_state
@@ -65,39 +66,9 @@ def in_threads(jobs: list[Callable[[], T]], threads: int) -> list[T | BaseExcept
     return results
 
 
-def ingest_job(
-    event_id: str,
-    at: Any,
-    event_type: str = EventType.CODE_RESEND_REQUESTED,
-    method_id: str = "m-1",
-    customer_id: str = "c-1",
-    **data: Any,
-) -> Callable[[], services.IngestResult]:
-    def job() -> services.IngestResult:
-        return services.event_ingest(
-            event_id=event_id,
-            event_type=event_type,
-            customer_id=customer_id,
-            occurred_at=at,
-            data={"method_id": method_id, **data},
-        )
-
-    return job
-
-
-def enrol(method_id: str = "m-1", customer_id: str = "c-1") -> Method:
-    result = ingest_job(
-        f"enrol-{method_id}",
-        timezone.now() - timedelta(days=2),
-        EventType.METHOD_ENROLLED,
-        method_id=method_id,
-        customer_id=customer_id,
-        kind="sms",
-        role="primary",
-        phone_number="+14155550142",
-    )()
-    assert result.method is not None
-    return result.method
+def enrol() -> Method:
+    """Enrol m-1 of c-1 two days ago (these tests run on the real clock)."""
+    return enroll(at=timezone.now() - timedelta(days=2), phone_number="+14155550142")
 
 
 def assert_exact(method: Method) -> None:
@@ -113,13 +84,7 @@ def assert_exact(method: Method) -> None:
 
 
 def producer_clients(producer, n: int) -> list[APIClient]:
-    token, _ = Token.objects.get_or_create(user=producer)
-    clients = []
-    for _ in range(n):
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        clients.append(client)
-    return clients
+    return [token_client(producer) for _ in range(n)]
 
 
 def post_job(client: APIClient, body: dict[str, Any]) -> Callable[[], tuple[int, Any]]:
@@ -134,7 +99,7 @@ def test_201_concurrent_resends_lock_exactly_once_at_the_201st():
     method = enrol()
     start = timezone.now() - timedelta(hours=1)
     times = [start + timedelta(seconds=i) for i in range(201)]
-    jobs = [ingest_job(f"r{i:03d}", at) for i, at in enumerate(times)]
+    jobs = [partial(ingest, f"r{i:03d}", at=at) for i, at in enumerate(times)]
     random.Random(201).shuffle(jobs)
 
     results = in_threads(jobs, threads=8)
@@ -225,13 +190,13 @@ def test_a_lift_racing_new_resends_loses_nothing(settings, staff):
     method = enrol()
     seed_start = timezone.now() - timedelta(minutes=30)
     for i in range(51):
-        ingest_job(f"seed-{i:02d}", seed_start + timedelta(seconds=i))()
+        ingest(f"seed-{i:02d}", at=seed_start + timedelta(seconds=i))
     assert method_state(Method.objects.get(pk=method.pk), now=timezone.now()).status == "locked"
 
     # Resends from 20 s before to 20 s after the moment of the lift, racing it.
     around = timezone.now()
     jobs: list[Callable[[], Any]] = [
-        ingest_job(f"race-{i:02d}", around + timedelta(seconds=i - 20, microseconds=i))
+        partial(ingest, f"race-{i:02d}", at=around + timedelta(seconds=i - 20, microseconds=i))
         for i in range(40)
     ]
     jobs.insert(20, lambda: services.lock_lift(method=method, actor=staff, reason="race"))
@@ -257,10 +222,11 @@ def test_a_lift_racing_new_resends_loses_nothing(settings, staff):
 
 def test_concurrent_enrolments_for_one_new_customer_create_it_once():
     jobs = [
-        ingest_job(
+        partial(
+            ingest,
             f"enrol-{n}",
-            timezone.now() - timedelta(minutes=1),
             EventType.METHOD_ENROLLED,
+            at=timezone.now() - timedelta(minutes=1),
             method_id=f"m-{n}",
             customer_id="c-new",
             kind="security_key",

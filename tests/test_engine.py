@@ -1,4 +1,4 @@
-"""The next-step engine as a table: one row per rule of SPEC section 4, plus its variants."""
+"""The next-step engine as a table: one row per rule of docs/SPEC.md §4, plus its variants."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from twosv.engine import (
     Step,
     advisories,
     decide,
-    primary_method,
+    subject_method,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -569,7 +569,7 @@ def test_carrier_block_lists_the_sender_numbers() -> None:
 
 def test_primary_method_prefers_the_session_method() -> None:
     f = facts(method(), backup(), session_method_id="m-backup")
-    p = primary_method(f)
+    p = subject_method(f)
     assert p is not None
     assert p.method_id == "m-backup"
     decision = decide(replace(f, answers=HAS_DEVICE))
@@ -592,7 +592,7 @@ def test_session_method_override_changes_the_usable_backup() -> None:
 
 def test_primary_method_ignores_a_removed_session_method() -> None:
     f = facts(method(), backup(active=False), session_method_id="m-backup")
-    p = primary_method(f)
+    p = subject_method(f)
     assert p is not None
     assert p.method_id == "m-primary"
 
@@ -603,10 +603,10 @@ def test_primary_method_falls_back_to_the_oldest_active_method() -> None:
         backup("m-new", enrolled_at=NOW - timedelta(days=1)),
         backup("m-old", enrolled_at=NOW - timedelta(days=9)),
     )
-    p = primary_method(f)
+    p = subject_method(f)
     assert p is not None
     assert p.method_id == "m-old"
-    assert primary_method(facts(method(active=False))) is None
+    assert subject_method(facts(method(active=False))) is None
 
 
 def test_decision_carries_p_and_the_no_code_link() -> None:

@@ -1,7 +1,7 @@
 """The admin's insights page: figures from aggregate queries, charts as inline SVG (issue 7)."""
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from io import StringIO
 
 import pytest
@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests import factories
+from tests.builders import T0, lock
 from twosv import insights, services
 from twosv.models import (
     DeliveryLookup,
@@ -24,41 +25,9 @@ from twosv.models import (
     Verdict,
 )
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-THRESHOLD = 3
 URL = "/admin/twosv/event/insights/"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _setup(time_machine, settings):
-    time_machine.move_to(T0, tick=False)
-    settings.TWOSV_RESEND_LOCK_THRESHOLD = THRESHOLD
-
-
-@pytest.fixture
-def root() -> User:
-    return factories.UserFactory(username="root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def root_client(root: User) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
-
-
-def lock(method: Method, at: datetime) -> None:
-    """Lock the method at `at` with THRESHOLD + 1 resend requests ending then."""
-    for n in range(THRESHOLD + 1):
-        services.event_ingest(
-            event_id=f"{method.method_id}-{at:%Y%m%d%H%M}-{n}",
-            event_type=EventType.CODE_RESEND_REQUESTED,
-            customer_id=method.customer.customer_id,
-            occurred_at=at - timedelta(seconds=THRESHOLD - n),
-            data={"method_id": method.method_id},
-        )
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock", "small_threshold")]
 
 
 def lookup(method: Method, *, verdict: str = "", status: str = "succeeded", ago=timedelta(hours=1)):

@@ -18,8 +18,9 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from crm_plugin.logging import MaskPhoneNumbersFilter, mask_phone_numbers
+from crm_plugin.logging import MaskPhoneNumbersFilter
 from tests import factories
+from twosv.masking import mask_phone_numbers
 
 PHONE = "+14155550123"
 

@@ -34,13 +34,10 @@ def detail_url(lookup_id: object) -> str:
 
 
 @pytest.fixture
-def http_ats(ats_server: AtsTestServer, settings: Any) -> AtsTestServer:
-    """Point the `http` ATS backend at the test server."""
-    settings.TWOSV_ATS_BACKEND = "http"
-    settings.ATS_BASE_URL = ats_server.url
-    settings.ATS_TOKEN = ats_server.token
+def http_ats(http_ats: AtsTestServer, settings: Any) -> AtsTestServer:
+    """The test server of conftest's `http_ats`, with a short read timeout."""
     settings.ATS_READ_TIMEOUT = 1.0
-    return ats_server
+    return http_ats
 
 
 @pytest.fixture

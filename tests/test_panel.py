@@ -21,7 +21,7 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from crm_plugin.panel.links import PANEL_LINK_SALT
+from crm_plugin.http.links import PANEL_LINK_SALT
 from tests import factories
 from twosv.models import AuditEntry, TroubleshootingSession
 

@@ -542,7 +542,7 @@ def test_any_arrival_order_and_duplication_gives_the_same_projection(
 @settings(max_examples=200, deadline=None)
 @given(policy=policies(), events=histories())
 def test_fold_outcomes_follow_the_lock_policy(policy: LockPolicy, events: list[FoldEvent]) -> None:
-    """Replay the outcomes against the SPEC's rules, knowing only the events and the policy."""
+    """Replay the outcomes against docs/SPEC.md, knowing only the events and the policy."""
     projection, folded = fold(events, policy)
 
     assert [e.key for e, _ in folded] == sorted(e.key for e in events)

@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests import factories, openapi_check
+from tests.builders import event
 from twosv.models import LocalDeliveryRecord
 
 pytestmark = pytest.mark.django_db
@@ -265,13 +266,8 @@ class Recorder:
 
 
 def _event(event_id: str, type_: str, customer_id: str = "cust-rich", **data: Any) -> dict:
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "customer_id": customer_id,
-        "occurred_at": (timezone.now() - timedelta(minutes=30)).isoformat(),
-        "data": data,
-    }
+    at = timezone.now() - timedelta(minutes=30)
+    return event(event_id, type_, at=at, customer_id=customer_id, **data)
 
 
 @pytest.fixture

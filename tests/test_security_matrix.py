@@ -1,7 +1,7 @@
-"""Who may call what (SPEC section 5), and the audit trail every refusal and agent action leaves.
+"""Who may call what (docs/SPEC.md §5), and the audit trail every refusal and agent action leaves.
 
 The matrix: every API operation x {no credentials, bad token, agent, producer, superuser, staff
-without a role} gives the status the SPEC says, and a wrong role leaves an audit entry. Agents
+without a role} gives the status docs/SPEC.md says, and a wrong role leaves an audit entry. Agents
 never write events; producers never read state, sessions or lookups; nobody reaches another
 agent's session. Every route of crm_plugin/api/urls.py must have a row here (a guard test).
 """
@@ -19,11 +19,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from crm_plugin.api import urls as api_urls
 from tests import factories
+from tests.builders import event, token_client
 from twosv import services
 from twosv.models import (
     AuditEntry,
@@ -58,10 +58,7 @@ class World:
 
 
 def _token_client(user: User) -> APIClient:
-    client = APIClient(REMOTE_ADDR=CLIENT_IP, HTTP_X_FORWARDED_FOR=SPOOFED_IP)
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
+    return token_client(user, REMOTE_ADDR=CLIENT_IP, HTTP_X_FORWARDED_FOR=SPOOFED_IP)
 
 
 @pytest.fixture
@@ -82,15 +79,11 @@ def world(agent, producer, staff, django_capture_on_commit_callbacks) -> World:
 
 
 def _event(event_id: str, type_: str = "method_enrolled", **data: Any) -> dict[str, Any]:
+    """An event of cust-matrix a minute ago; by default it enrols a new authenticator app."""
     if type_ == "method_enrolled":
         data = {"method_id": f"m-{event_id}", "kind": "authenticator_app", "role": "backup"}
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "customer_id": "cust-matrix",
-        "occurred_at": (timezone.now() - timedelta(minutes=1)).isoformat(),
-        "data": data,
-    }
+    at = timezone.now() - timedelta(minutes=1)
+    return event(event_id, type_, at=at, customer_id="cust-matrix", **data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +405,7 @@ def test_every_customer_id_view_goes_through_access_customer(world, op, monkeypa
 
 def test_a_lookup_read_reaches_its_customer_through_access_customer(world, monkeypatch):
     from twosv import selectors
+    from twosv.services import audited_reads
 
     seen: list[str] = []
 
@@ -419,7 +413,7 @@ def test_a_lookup_read_reaches_its_customer_through_access_customer(world, monke
         seen.append(customer_id)
         return selectors.access_customer(customer_id=customer_id)
 
-    monkeypatch.setattr(services, "access_customer", spy)
+    monkeypatch.setattr(audited_reads, "access_customer", spy)
 
     response = world.clients["agent"].get(f"/api/v1/twosv/delivery-lookups/{world.lookup.id}/")
 

@@ -1,59 +1,19 @@
 """twosv.services: event_ingest (incremental and re-folding) and lock_lift, on the database."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from tests import factories
+from tests.builders import ENROLLED_AT, RESEND, T0, enroll, ingest
 from twosv import policy, services
 from twosv.errors import InvalidInput
 from twosv.models import AuditEntry, Event, EventOutcome, EventType, Method
 from twosv.selectors import lock_policy, method_projection, method_state
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-ENROLLED_AT = T0 - timedelta(days=2)
-RESEND = EventType.CODE_RESEND_REQUESTED
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def ingest(
-    event_id: str,
-    event_type: str = RESEND,
-    *,
-    at: datetime,
-    method_id: str = "m-1",
-    customer_id: str = "c-1",
-    **data: Any,
-) -> services.IngestResult:
-    return services.event_ingest(
-        event_id=event_id,
-        event_type=event_type,
-        customer_id=customer_id,
-        occurred_at=at,
-        data={"method_id": method_id, **data},
-    )
-
-
-def enrol(method_id: str = "m-1", phone: str = "+14155550142") -> Method:
-    result = ingest(
-        f"enrol-{method_id}",
-        EventType.METHOD_ENROLLED,
-        at=ENROLLED_AT,
-        method_id=method_id,
-        kind="sms",
-        role="primary",
-        phone_number=phone,
-    )
-    assert result.method is not None
-    return result.method
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
 
 def fresh(method: Method) -> Method:
@@ -80,12 +40,6 @@ def assert_exact(method: Method) -> None:
 def outcomes_of(*event_ids: str) -> list[str]:
     by_id = dict(Event.objects.filter(event_id__in=event_ids).values_list("event_id", "outcome"))
     return [by_id[event_id] for event_id in event_ids]
-
-
-@pytest.fixture
-def small_threshold(settings):
-    """Lock after more than 3 resends: the same policy, with fewer events to write."""
-    settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +90,7 @@ def reads_history(queries: list[dict[str, str]]) -> bool:
 def test_one_more_resend_costs_the_same_queries_after_10_or_1000_events(
     django_assert_max_num_queries,
 ):
-    short, long = enrol("m-short"), enrol("m-long")
+    short, long = enroll(method_id="m-short"), enroll(method_id="m-long")
     give_history(short, 10)
     give_history(long, 1000)
     assert Event.objects.filter(method=long).count() == 1001
@@ -157,7 +111,7 @@ def test_one_more_resend_costs_the_same_queries_after_10_or_1000_events(
 
 
 def test_a_late_event_reads_the_history_once(django_assert_max_num_queries):
-    method = enrol()
+    method = enroll()
     give_history(method, 50)
 
     with django_assert_max_num_queries(10) as ctx:
@@ -173,7 +127,7 @@ def test_a_late_event_reads_the_history_once(django_assert_max_num_queries):
 
 
 def test_late_code_verified_recomputes_the_count():
-    method = enrol()
+    method = enroll()
     times = [T0 - timedelta(minutes=50 - i) for i in range(5)]
     for i, at in enumerate(times):
         ingest(f"r{i}", at=at)
@@ -196,7 +150,7 @@ def test_late_code_verified_recomputes_the_count():
 
 @pytest.mark.usefixtures("small_threshold")
 def test_late_resend_moves_the_lock_to_the_event_that_is_now_over_the_threshold():
-    method = enrol()
+    method = enroll()
     t = [T0 - timedelta(minutes=40 - i) for i in range(5)]
     for i in (0, 1, 3, 4):
         ingest(f"r{i}", at=t[i])
@@ -221,7 +175,7 @@ def test_late_resend_moves_the_lock_to_the_event_that_is_now_over_the_threshold(
 
 @pytest.mark.usefixtures("small_threshold")
 def test_stale_resends_after_a_lift_do_not_lock_again(time_machine, staff):
-    method = enrol()
+    method = enroll()
     t = [T0 - timedelta(hours=2, minutes=-i) for i in range(4)]
     for i, at in enumerate(t):
         ingest(f"r{i}", at=at)
@@ -246,7 +200,7 @@ def test_stale_resends_after_a_lift_do_not_lock_again(time_machine, staff):
 
 
 def test_late_phone_number_change_keeps_the_newest_number():
-    method = enrol(phone="+14155550142")
+    method = enroll(phone_number="+14155550142")
     ingest(
         "change-new",
         EventType.PHONE_NUMBER_CHANGED,
@@ -273,7 +227,7 @@ def test_late_phone_number_change_keeps_the_newest_number():
 
 
 def test_a_duplicate_is_answered_with_the_stored_event_and_changes_nothing():
-    method = enrol()
+    method = enroll()
     first = ingest("r1", at=T0 - timedelta(minutes=1))
     before = method_projection(fresh(method))
 
@@ -293,7 +247,7 @@ def test_a_duplicate_is_answered_with_the_stored_event_and_changes_nothing():
 
 @pytest.mark.usefixtures("small_threshold")
 def test_each_event_keeps_what_the_fold_made_of_it(time_machine, staff):
-    method = enrol()
+    method = enroll()
     steps = [
         ("sent", EventType.CODE_SENT),
         ("r1", RESEND),
@@ -327,7 +281,7 @@ def test_each_event_keeps_what_the_fold_made_of_it(time_machine, staff):
 
 @pytest.mark.usefixtures("small_threshold")
 def test_a_lock_expires_exactly_at_locked_until(time_machine):
-    method = enrol()
+    method = enroll()
     start = T0 - timedelta(minutes=10)
     for i in range(4):
         ingest(f"r{i}", at=start + timedelta(seconds=i))
@@ -359,7 +313,7 @@ def test_a_lock_expires_exactly_at_locked_until(time_machine):
 @pytest.fixture
 def locked_method(settings) -> Method:
     settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
-    method = enrol()
+    method = enroll()
     for i in range(4):
         ingest(f"r{i}", at=T0 - timedelta(minutes=10 - i))
     assert method_state(fresh(method), now=T0).status == "locked"
@@ -392,7 +346,7 @@ def test_lock_lift_writes_one_event_and_one_audit_entry_and_resets(locked_method
 
 
 def test_lock_lift_on_an_unlocked_method_returns_false_and_writes_no_event(staff):
-    method = enrol()
+    method = enroll()
     ingest("r0", at=T0 - timedelta(minutes=1))
 
     assert services.lock_lift(method=method, actor=staff, reason="Just in case") is False

@@ -1,18 +1,17 @@
 """The hand-written state read and audit insert: the same rows as the ORM, prepared safely."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests import factories
+from tests.builders import T0
 from twosv.audit import AUDIT_COLUMNS, AuditContext, audit_record
 from twosv.models import AuditEntry, DeliveryLookup, Method
 from twosv.selectors import access_customer_state
-
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def fields_of(instance: object) -> dict[str, object]:

@@ -1,18 +1,17 @@
 """The state endpoint and the session read run a constant few queries, whatever the history."""
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from twosv import policy, services
+from tests.builders import T0, ingest
+from twosv import policy
 from twosv.models import Customer, DeliveryLookup, Event, EventType, Method
 from twosv.selectors import lock_policy, method_projection
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MAX_QUERIES = 8
 HISTORY_TYPES = (
     EventType.CODE_SENT,
@@ -22,31 +21,16 @@ HISTORY_TYPES = (
     EventType.CODE_VERIFIED,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _frozen_clock(time_machine):
-    time_machine.move_to(T0, tick=False)
-
-
-def ingest(customer_id: str, event_id: str, event_type: str, at: datetime, **data: Any) -> None:
-    services.event_ingest(
-        event_id=event_id,
-        event_type=event_type,
-        customer_id=customer_id,
-        occurred_at=at,
-        data=data,
-    )
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
 
 def small_customer() -> str:
     """One SMS method and its enrolment: 1 method, 1 event."""
     ingest(
-        "cust-small",
         "enrol-small",
         EventType.METHOD_ENROLLED,
-        T0 - timedelta(days=1),
+        at=T0 - timedelta(days=1),
+        customer_id="cust-small",
         method_id="m-small",
         kind="sms",
         role="primary",
@@ -72,10 +56,10 @@ def large_customer() -> str:
     ]
     for method_id, kind, role, extra in methods:
         ingest(
-            "cust-large",
             f"enrol-{method_id}",
             EventType.METHOD_ENROLLED,
-            enrolled_at,
+            at=enrolled_at,
+            customer_id="cust-large",
             method_id=method_id,
             kind=kind,
             role=role,
@@ -103,10 +87,10 @@ def large_customer() -> str:
     )
     for i in range(3):
         ingest(
-            "cust-large",
             f"recent-{i}",
             EventType.CODE_RESEND_REQUESTED,
-            T0 - timedelta(minutes=10 - i),
+            at=T0 - timedelta(minutes=10 - i),
+            customer_id="cust-large",
             method_id="m-sms",
         )
     assert Event.objects.filter(customer=customer).count() == 5_000

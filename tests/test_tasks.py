@@ -29,14 +29,6 @@ PHONE = "+14155550142"
 
 
 @pytest.fixture
-def http_ats(ats_server: AtsTestServer, settings: Any) -> AtsTestServer:
-    settings.TWOSV_ATS_BACKEND = "http"
-    settings.ATS_BASE_URL = ats_server.url
-    settings.ATS_TOKEN = ats_server.token
-    return ats_server
-
-
-@pytest.fixture
 def method(db: None) -> Any:
     return factories.MethodFactory(phone_number=PHONE)
 

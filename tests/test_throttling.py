@@ -17,6 +17,7 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from crm_plugin.api import events, lookups, panel_links, sessions, state
 from tests import factories
+from tests.builders import token_client
 from twosv import services
 from twosv.models import AuditEntry, TroubleshootingSession
 
@@ -45,12 +46,7 @@ def customer(db: None) -> Any:
 
 
 def _client(user: Any, remote_addr: str = "203.0.113.7", **headers: str) -> APIClient:
-    from rest_framework.authtoken.models import Token
-
-    client = APIClient(REMOTE_ADDR=remote_addr, **headers)
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
+    return token_client(user, REMOTE_ADDR=remote_addr, **headers)
 
 
 def _assert_throttled(response: Any, *, within: int = 60) -> None:

@@ -1,4 +1,4 @@
-"""The delivery verdict, row by row of SPEC §3 "Delivery lookup"."""
+"""The delivery verdict, row by row of docs/SPEC.md §3 "Delivery lookup"."""
 
 from __future__ import annotations
 

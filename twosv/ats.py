@@ -18,30 +18,24 @@ from typing import Any, Protocol
 
 import httpx
 
-VERDICTS = (
-    "not_sent",
-    "delivered",
-    "recipient_blocked",
-    "carrier_filtered",
-    "unreachable",
-    "regional_provider_issue",
-    "provider_error",
-)
+from twosv.vocabulary import FINAL_ATS_STATUSES, AtsStatus, Verdict
 
-STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
+VERDICTS = tuple(Verdict)
+
+STATUSES = frozenset(AtsStatus)
+FINAL_STATUSES = FINAL_ATS_STATUSES
 
 # Provider (Twilio) error codes of a failed or undelivered message, by verdict.
 # A code not listed here is a `provider_error`.
-ERROR_CODE_VERDICTS: Mapping[int, str] = {
-    21610: "recipient_blocked",  # the recipient replied STOP / blocked the sender
-    30004: "carrier_filtered",  # message blocked
-    30007: "carrier_filtered",  # carrier filtering
-    30003: "unreachable",  # handset switched off or out of coverage
-    30005: "unreachable",  # unknown destination handset
-    30006: "unreachable",  # landline or unreachable carrier
-    21211: "unreachable",  # invalid 'To' number
-    21614: "unreachable",  # 'To' number is not a mobile number
+ERROR_CODE_VERDICTS: Mapping[int, Verdict] = {
+    21610: Verdict.RECIPIENT_BLOCKED,  # the recipient replied STOP / blocked the sender
+    30004: Verdict.CARRIER_FILTERED,  # message blocked
+    30007: Verdict.CARRIER_FILTERED,  # carrier filtering
+    30003: Verdict.UNREACHABLE,  # handset switched off or out of coverage
+    30005: Verdict.UNREACHABLE,  # unknown destination handset
+    30006: Verdict.UNREACHABLE,  # landline or unreachable carrier
+    21211: Verdict.UNREACHABLE,  # invalid 'To' number
+    21614: Verdict.UNREACHABLE,  # 'To' number is not a mobile number
 }
 
 
@@ -336,34 +330,34 @@ class AttemptFacts:
     error_code: int | None
 
 
-def classify_verdict(attempts: Sequence[AttemptFacts], *, regional_advisory: bool) -> str:
+def classify_verdict(attempts: Sequence[AttemptFacts], *, regional_advisory: bool) -> Verdict:
     """Return the delivery verdict for a method's attempts in the lookup period.
 
     The verdict follows the latest attempt by `created_at` among those with a final
     status; attempts still queued or sent say nothing once a later receipt exists.
     """
     if not attempts:
-        return "not_sent"
+        return Verdict.NOT_SENT
     latest: AttemptFacts | None = None
     for attempt in attempts:
         if attempt.status not in FINAL_STATUSES:
             continue
         # On equal times prefer a delivery: the customer did get that code.
-        if latest is None or (attempt.created_at, attempt.status == "delivered") > (
+        if latest is None or (attempt.created_at, attempt.status == AtsStatus.DELIVERED) > (
             latest.created_at,
-            latest.status == "delivered",
+            latest.status == AtsStatus.DELIVERED,
         ):
             latest = attempt
     if latest is None:
         # Sent, but no delivery receipt ever came back.
-        return "provider_error"
-    if latest.status == "delivered":
-        return "delivered"
+        return Verdict.PROVIDER_ERROR
+    if latest.status == AtsStatus.DELIVERED:
+        return Verdict.DELIVERED
     if regional_advisory:
-        return "regional_provider_issue"
+        return Verdict.REGIONAL_PROVIDER_ISSUE
     if latest.error_code is None:
-        return "provider_error"
-    return ERROR_CODE_VERDICTS.get(latest.error_code, "provider_error")
+        return Verdict.PROVIDER_ERROR
+    return ERROR_CODE_VERDICTS.get(latest.error_code, Verdict.PROVIDER_ERROR)
 
 
 def backoff_seconds(

@@ -10,6 +10,12 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from twosv import vocabulary
+
+# Re-exported: services and the API have always read the kind sets from here.
+from twosv.vocabulary import CODE_RECEIVING_KINDS as CODE_RECEIVING_KINDS
+from twosv.vocabulary import PHONE_KINDS as PHONE_KINDS
+
 customer_id_validator = RegexValidator(
     r"^[A-Za-z0-9._:-]{1,64}\Z", _("1 to 64 characters of A-Z, a-z, 0-9 and . _ : -")
 )
@@ -30,40 +36,36 @@ def validate_e164(value: str) -> None:
 
 
 class MethodKind(models.TextChoices):
-    SMS = "sms", _("Text message (SMS)")
-    VOICE = "voice", _("Voice call")
-    EMAIL = "email", _("Email")
-    AUTHENTICATOR_APP = "authenticator_app", _("Authenticator app")
-    SECURITY_KEY = "security_key", _("Security key")
-
-
-CODE_RECEIVING_KINDS = frozenset({MethodKind.SMS, MethodKind.VOICE, MethodKind.EMAIL})
-PHONE_KINDS = frozenset({MethodKind.SMS, MethodKind.VOICE})
+    SMS = vocabulary.MethodKind.SMS, _("Text message (SMS)")
+    VOICE = vocabulary.MethodKind.VOICE, _("Voice call")
+    EMAIL = vocabulary.MethodKind.EMAIL, _("Email")
+    AUTHENTICATOR_APP = vocabulary.MethodKind.AUTHENTICATOR_APP, _("Authenticator app")
+    SECURITY_KEY = vocabulary.MethodKind.SECURITY_KEY, _("Security key")
 
 
 class MethodRole(models.TextChoices):
-    PRIMARY = "primary", _("Primary")
-    BACKUP = "backup", _("Backup")
+    PRIMARY = vocabulary.MethodRole.PRIMARY, _("Primary")
+    BACKUP = vocabulary.MethodRole.BACKUP, _("Backup")
 
 
 class EventType(models.TextChoices):
-    METHOD_ENROLLED = "method_enrolled", _("Method enrolled")
-    METHOD_REMOVED = "method_removed", _("Method removed")
-    PHONE_NUMBER_CHANGED = "phone_number_changed", _("Phone number changed")
-    CODE_SENT = "code_sent", _("Code sent")
-    CODE_RESEND_REQUESTED = "code_resend_requested", _("Code resend requested")
-    CODE_VERIFIED = "code_verified", _("Code verified")
-    CODE_REJECTED = "code_rejected", _("Code rejected")
-    LOCK_LIFTED = "lock_lifted", _("Lock lifted")
+    METHOD_ENROLLED = vocabulary.EventType.METHOD_ENROLLED, _("Method enrolled")
+    METHOD_REMOVED = vocabulary.EventType.METHOD_REMOVED, _("Method removed")
+    PHONE_NUMBER_CHANGED = vocabulary.EventType.PHONE_NUMBER_CHANGED, _("Phone number changed")
+    CODE_SENT = vocabulary.EventType.CODE_SENT, _("Code sent")
+    CODE_RESEND_REQUESTED = vocabulary.EventType.CODE_RESEND_REQUESTED, _("Code resend requested")
+    CODE_VERIFIED = vocabulary.EventType.CODE_VERIFIED, _("Code verified")
+    CODE_REJECTED = vocabulary.EventType.CODE_REJECTED, _("Code rejected")
+    LOCK_LIFTED = vocabulary.EventType.LOCK_LIFTED, _("Lock lifted")
 
 
 class EventOutcome(models.TextChoices):
-    RECORDED = "recorded", _("Recorded")
-    COUNTED = "counted", _("Counted toward the lock")
-    BLOCKED = "blocked", _("Blocked (method locked)")
-    LOCKED = "locked", _("Locked the method")
-    RESET = "reset", _("Reset the resend count")
-    LIFTED = "lifted", _("Lifted the lock")
+    RECORDED = vocabulary.EventOutcome.RECORDED, _("Recorded")
+    COUNTED = vocabulary.EventOutcome.COUNTED, _("Counted toward the lock")
+    BLOCKED = vocabulary.EventOutcome.BLOCKED, _("Blocked (method locked)")
+    LOCKED = vocabulary.EventOutcome.LOCKED, _("Locked the method")
+    RESET = vocabulary.EventOutcome.RESET, _("Reset the resend count")
+    LIFTED = vocabulary.EventOutcome.LIFTED, _("Lifted the lock")
 
 
 class Customer(models.Model):
@@ -118,7 +120,7 @@ class Method(models.Model):
         permissions = [("lift_lock", "Can lift a 2SV method lock")]
         constraints = [
             models.CheckConstraint(
-                condition=~Q(kind__in=["sms", "voice"]) | ~Q(phone_number=""),
+                condition=~Q(kind__in=[MethodKind.SMS, MethodKind.VOICE]) | ~Q(phone_number=""),
                 name="method_phone_required_for_sms_voice",
             ),
             models.CheckConstraint(
@@ -191,20 +193,23 @@ class Event(models.Model):
 
 
 class LookupStatus(models.TextChoices):
-    PENDING = "pending", _("Pending")
-    RUNNING = "running", _("Running")
-    SUCCEEDED = "succeeded", _("Succeeded")
-    FAILED = "failed", _("Failed")
+    PENDING = vocabulary.LookupStatus.PENDING, _("Pending")
+    RUNNING = vocabulary.LookupStatus.RUNNING, _("Running")
+    SUCCEEDED = vocabulary.LookupStatus.SUCCEEDED, _("Succeeded")
+    FAILED = vocabulary.LookupStatus.FAILED, _("Failed")
 
 
 class Verdict(models.TextChoices):
-    NOT_SENT = "not_sent", _("Not sent")
-    DELIVERED = "delivered", _("Delivered")
-    RECIPIENT_BLOCKED = "recipient_blocked", _("Recipient blocked the sender")
-    CARRIER_FILTERED = "carrier_filtered", _("Carrier filtered")
-    UNREACHABLE = "unreachable", _("Handset unreachable")
-    REGIONAL_PROVIDER_ISSUE = "regional_provider_issue", _("Regional provider issue")
-    PROVIDER_ERROR = "provider_error", _("Provider error")
+    NOT_SENT = vocabulary.Verdict.NOT_SENT, _("Not sent")
+    DELIVERED = vocabulary.Verdict.DELIVERED, _("Delivered")
+    RECIPIENT_BLOCKED = vocabulary.Verdict.RECIPIENT_BLOCKED, _("Recipient blocked the sender")
+    CARRIER_FILTERED = vocabulary.Verdict.CARRIER_FILTERED, _("Carrier filtered")
+    UNREACHABLE = vocabulary.Verdict.UNREACHABLE, _("Handset unreachable")
+    REGIONAL_PROVIDER_ISSUE = (
+        vocabulary.Verdict.REGIONAL_PROVIDER_ISSUE,
+        _("Regional provider issue"),
+    )
+    PROVIDER_ERROR = vocabulary.Verdict.PROVIDER_ERROR, _("Provider error")
 
 
 class DeliveryLookup(models.Model):
@@ -234,7 +239,7 @@ class DeliveryLookup(models.Model):
             # At most one lookup per method may be in flight.
             models.UniqueConstraint(
                 fields=["method"],
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=[LookupStatus.PENDING, LookupStatus.RUNNING]),
                 name="lookup_one_in_flight_per_method",
             ),
             models.CheckConstraint(
@@ -283,7 +288,7 @@ class LocalDeliveryRecord(models.Model):
     provider = models.CharField(max_length=64, default="twilio")
     status = models.CharField(
         max_length=16,
-        choices=[(s, s) for s in ("queued", "sent", "delivered", "undelivered", "failed")],
+        choices=[(status.value, status.value) for status in vocabulary.AtsStatus],
     )
     error_code = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
@@ -333,9 +338,9 @@ class RegionalAdvisory(models.Model):
 
 
 class SessionOutcome(models.TextChoices):
-    RESOLVED = "resolved", _("Resolved")
-    NOT_RESOLVED = "not_resolved", _("Not resolved")
-    ESCALATED = "escalated", _("Escalated")
+    RESOLVED = vocabulary.SessionOutcome.RESOLVED, _("Resolved")
+    NOT_RESOLVED = vocabulary.SessionOutcome.NOT_RESOLVED, _("Not resolved")
+    ESCALATED = vocabulary.SessionOutcome.ESCALATED, _("Escalated")
 
 
 class TroubleshootingSession(models.Model):
@@ -381,7 +386,7 @@ class AuditEntry(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # No database constraint: every agent read writes a row, and the foreign-key check locked
     # the agent's user row (FOR KEY SHARE) in each of those transactions, which cost concurrent
-    # reads by one agent more than the insert itself (`make bench`, figures a and s). Deleting a
+    # reads by one agent more than the insert itself (docs/performance.md). Deleting a
     # user also leaves their entries as they were: actor_username keeps the name.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

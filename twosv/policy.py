@@ -1,7 +1,7 @@
 """The resend lock of a 2SV method, as a pure fold of the method's events.
 
 The event log is the source of truth; a method's lock and resend count are the fold of its
-events in ``(occurred_at, event_id)`` order (SPEC section 3, "Lock policy"). This module knows
+events in ``(occurred_at, event_id)`` order (docs/SPEC.md §3, "Lock policy"). This module knows
 nothing of Django or of the clock: callers pass plain dataclasses and the time of reading.
 """
 
@@ -11,7 +11,10 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
+
+# The fold has always called an event outcome `Outcome`; it is the vocabulary's EventOutcome.
+from twosv.vocabulary import EventOutcome as Outcome
+from twosv.vocabulary import EventType
 
 __all__ = [
     "EMPTY",
@@ -27,30 +30,6 @@ __all__ = [
 ]
 
 _ONE_SECOND_US = 1_000_000
-
-
-class EventType(StrEnum):
-    """The event types the identity system and the admin write to a method's log."""
-
-    METHOD_ENROLLED = "method_enrolled"
-    METHOD_REMOVED = "method_removed"
-    PHONE_NUMBER_CHANGED = "phone_number_changed"
-    CODE_SENT = "code_sent"
-    CODE_RESEND_REQUESTED = "code_resend_requested"
-    CODE_VERIFIED = "code_verified"
-    CODE_REJECTED = "code_rejected"
-    LOCK_LIFTED = "lock_lifted"
-
-
-class Outcome(StrEnum):
-    """What folding one event did to the projection."""
-
-    RECORDED = "recorded"
-    COUNTED = "counted"
-    BLOCKED = "blocked"
-    LOCKED = "locked"
-    RESET = "reset"
-    LIFTED = "lifted"
 
 
 def _require_aware(value: datetime, name: str) -> None:

@@ -1,6 +1,5 @@
 """Reads: the one way in to a customer, and the facts the policy and engine work on."""
 
-import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -12,7 +11,8 @@ from django.db import connection
 from django.db.models import F, Q, Value
 
 from twosv import engine, policy, sql
-from twosv.errors import Conflict, NotFound
+from twosv.errors import Conflict, ErrorCode, NotFound
+from twosv.masking import MaskedPhone, mask_phone
 from twosv.models import (
     Customer,
     DeliveryLookup,
@@ -69,7 +69,7 @@ def customer_is_valid_id(customer_id: str) -> bool:
 
 def _unknown_customer() -> NotFound:
     # One answer for malformed and unknown ids alike, so ids can't be probed by shape.
-    return NotFound("No customer with this id.", code="unknown_customer")
+    return NotFound("No customer with this id.", code=ErrorCode.UNKNOWN_CUSTOMER)
 
 
 def access_customer(*, customer_id: str) -> Customer:
@@ -88,13 +88,6 @@ def access_customer(*, customer_id: str) -> Customer:
 # ---------------------------------------------------------------------------------------------
 # A method's state as agents see it
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MaskedPhone:
-    masked: str
-    country_code: int
-    region: str | None
 
 
 @dataclass(frozen=True)
@@ -117,26 +110,6 @@ class MethodState:
     @property
     def method_id(self) -> str:
         return self.method.method_id
-
-
-@functools.lru_cache(maxsize=4096)
-def mask_phone(e164: str) -> MaskedPhone | None:
-    """Return the number as agents may see it: country code and the last two digits only."""
-    if not e164:
-        return None
-    try:
-        parsed = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if parsed.country_code is None or parsed.national_number is None:
-        return None
-    national = str(parsed.national_number)
-    hidden = "•" * max(len(national) - 2, 0)
-    return MaskedPhone(
-        masked=f"+{parsed.country_code} {hidden}{national[-2:]}",
-        country_code=parsed.country_code,
-        region=phonenumbers.region_code_for_number(parsed),
-    )
 
 
 def method_state(method: Method, *, now: datetime) -> MethodState:
@@ -272,10 +245,10 @@ def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
 
 
 # The customer, their methods and each method's latest lookup, in one statement. Hand-written:
-# building the three ORM queries this replaces took ~10x the statements' own time (2.4 ms of
-# CPU per state read, measured in one process), and the state read is the agents' most frequent
-# request. On PostgreSQL it runs prepared (twosv.sql.execute_prepared). Portable SQL
-# (PostgreSQL and SQLite); the correlated subquery walks lookup_method_latest_idx.
+# building the three ORM queries this replaces cost many times the statements' own time
+# (docs/performance.md), and the state read is the agents' most frequent request. On PostgreSQL it
+# runs prepared (twosv.sql.execute_prepared). Portable SQL (PostgreSQL and SQLite); the correlated
+# subquery walks lookup_method_latest_idx.
 _CUSTOMER_COLUMNS = ModelColumns(Customer, "c")
 _METHOD_COLUMNS = ModelColumns(Method, "m")
 _LOOKUP_COLUMNS = ModelColumns(DeliveryLookup, "l")
@@ -357,7 +330,7 @@ def customer_twosv_state(
     now: datetime,
     session: TroubleshootingSession | None = None,
 ) -> TwosvState:
-    """Return every method's state, the latest lookup for P and the next step.
+    """Return every method's state, the latest lookup for the subject method and the next step.
 
     A constant number of queries whatever the length of the event history: the projection is
     stored on each method row, so no event is read.
@@ -403,8 +376,8 @@ def _twosv_state(
         regional_advisories=regional,
         cancel_2sv_url=settings.TWOSV_CANCEL_2SV_URL,
     )
-    primary = engine.primary_method(facts)
-    lookup = lookups.get(by_id[primary.method_id].pk) if primary is not None else None
+    subject = engine.subject_method(facts)
+    lookup = lookups.get(by_id[subject.method_id].pk) if subject is not None else None
     if lookup is not None:
         facts = replace(facts, latest_lookup=_lookup_facts(lookup))
     return TwosvState(
@@ -424,7 +397,7 @@ def access_session(*, session_id: str, user: Any) -> TroubleshootingSession:
         sessions = sessions.filter(agent=user)
     session = sessions.filter(pk=session_id).first()
     if session is None:
-        raise NotFound("No troubleshooting session with this id.", code="unknown_session")
+        raise NotFound("No troubleshooting session with this id.", code=ErrorCode.UNKNOWN_SESSION)
     return session
 
 
@@ -437,19 +410,21 @@ def customer_method(*, customer: Customer, method_id: str, now: datetime) -> Met
     method = Method.objects.filter(customer=customer, method_id=method_id).first()
     if method is None:
         raise NotFound(
-            "This customer has no method with this id.", code="unknown_method", field="method_id"
+            "This customer has no method with this id.",
+            code=ErrorCode.UNKNOWN_METHOD,
+            field="method_id",
         )
     if method.removed_at is not None and method.removed_at <= now:
-        raise Conflict("This method was removed.", code="method_removed", field="method_id")
+        raise Conflict("This method was removed.", code=ErrorCode.METHOD_REMOVED, field="method_id")
     return method
 
 
-def method_in_question(
-    *, customer: Customer, chosen: Method | None, now: datetime
-) -> Method | None:
-    """Return P: `chosen` if active, else the active primary, else the oldest active method.
+def subject_method(*, customer: Customer, chosen: Method | None, now: datetime) -> Method | None:
+    """Return the subject method (P in docs/SPEC.md: the method the customer is trying to use).
 
-    The same choice as engine.primary_method (SPEC section 4), for writes that need the row.
+    It is `chosen` if active, else the active primary, else the oldest active method.
+
+    The same choice as engine.subject_method (docs/SPEC.md section 4), for writes that need the row.
     """
     if chosen is not None and (chosen.removed_at is None or chosen.removed_at > now):
         return chosen

@@ -22,10 +22,9 @@ _prepared: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionar
 def execute_prepared(cursor: Any, name: str, sql: str, params: Sequence[Any]) -> None:
     """Run `sql` (``%s`` placeholders) with `params`, on PostgreSQL as a prepared statement.
 
-    PostgreSQL parses and plans every statement it is sent; for the state read that was ~80% of
-    the statement's server time (backend CPU on the bench database: 0.40-0.52 ms a read,
-    0.09-0.15 ms once prepared). The
-    statement is prepared on first use in each database session and executed by name after.
+    PostgreSQL parses and plans every statement it is sent; for the state read that was most of
+    the statement's server time (docs/performance.md). The statement is prepared on first use
+    in each database session and executed by name after.
     PREPARE outlives a rolled-back transaction, so the bookkeeping cannot go stale that way.
     Session-level statements do not survive a pooler in transaction mode (PgBouncer's
     ``pool_mode = transaction``): connect directly, or in session mode.

@@ -15,6 +15,7 @@ from celery.exceptions import Retry
 
 from twosv import services
 from twosv.ats import AtsTransientError, backoff_seconds
+from twosv.services.enqueue import DELIVERY_LOOKUP_RUN_TASK, DELIVERY_LOOKUP_SWEEP_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def retry_countdown(
 
 @shared_task(
     bind=True,
-    name="twosv.tasks.delivery_lookup_run",
+    name=DELIVERY_LOOKUP_RUN_TASK,
     # Safe to run twice: the lookup row says whether it is finished or another try owns it.
     acks_late=True,
     # The tries are bounded by the lookup row (TWOSV_LOOKUP_MAX_TRIES), which survives the
@@ -67,7 +68,7 @@ def delivery_lookup_run(self: Task, lookup_id: str) -> Retry | None:
     return None
 
 
-@shared_task(name="twosv.tasks.delivery_lookup_sweep", ignore_result=True)
+@shared_task(name=DELIVERY_LOOKUP_SWEEP_TASK, ignore_result=True)
 def delivery_lookup_sweep() -> int:
     """Publish again the lookups left pending (broker down, message lost) or stuck running."""
     return services.lookups_sweep()

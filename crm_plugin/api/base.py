@@ -5,8 +5,8 @@ from typing import Any, NoReturn
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from crm_plugin.api.context import audit_context
-from twosv.audit import audit_record
+from crm_plugin.http.context import audit_context
+from twosv.audit import audit_refusal
 
 
 class AuditedApiView(APIView):
@@ -18,10 +18,8 @@ class AuditedApiView(APIView):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             # Wrong-role calls are how a leaked producer or agent token shows itself.
-            audit_record(
+            audit_refusal(
                 actor=user,
-                action="permission_denied",
-                result="refused",
                 customer_ref=_customer_ref(self.kwargs),
                 details={"method": request.method, "view": type(self).__name__},
                 context=audit_context(request),

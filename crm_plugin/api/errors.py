@@ -1,6 +1,5 @@
 """The API's error shape: ``{"error": {"code", "message", "field"?}}`` with stable codes."""
 
-from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -11,39 +10,20 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from twosv import errors as domain
+from twosv.errors import ErrorCode
 
-
-class ErrorCode(StrEnum):
-    """Every machine-readable error code the API answers with. Clients match on these."""
-
-    NOT_AUTHENTICATED = "not_authenticated"
-    AUTHENTICATION_FAILED = "authentication_failed"
-    PERMISSION_DENIED = "permission_denied"
-    NOT_FOUND = "not_found"
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    NOT_ACCEPTABLE = "not_acceptable"
-    PARSE_ERROR = "parse_error"
-    INVALID = "invalid"
-    REQUIRED = "required"
-    THROTTLED = "throttled"
-    INVALID_CUSTOMER_ID = "invalid_customer_id"
-    UNKNOWN_CUSTOMER = "unknown_customer"
-    UNKNOWN_METHOD = "unknown_method"
-    METHOD_EXISTS = "method_exists"
-    METHOD_OF_OTHER_CUSTOMER = "method_of_other_customer"
-    FORBIDDEN_EVENT_TYPE = "forbidden_event_type"
-    METHOD_RECEIVES_NO_CODES = "method_receives_no_codes"
-    NO_PHONE_NUMBER = "no_phone_number"
-    INVALID_PHONE_NUMBER = "invalid_phone_number"
-    TOO_MANY_TRIES = "too_many_tries"
-    SESSION_CLOSED = "session_closed"
-    BATCH_TOO_LARGE = "batch_too_large"
-    UNKNOWN_FIELD = "unknown_field"
-    CONFLICT = "conflict"
-    REQUEST_TOO_LARGE = "request_too_large"
-    METHOD_REMOVED = "method_removed"
-    UNKNOWN_SESSION = "unknown_session"
+# ErrorCode lives in the domain; it is re-exported here for the API's modules.
+__all__ = [
+    "ErrorCode",
+    "ErrorDetailOutput",
+    "ErrorOutput",
+    "RequestTooLarge",
+    "domain_error_status",
+    "error_body",
+    "exception_handler",
+    "first_validation_error",
+    "page_not_found",
+]
 
 
 _DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
@@ -58,7 +38,10 @@ _DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
 class ErrorDetailOutput(serializers.Serializer):
     """One error: a stable code, a readable message, and the field at fault where there is one."""
 
-    code = serializers.CharField(help_text="Stable and machine-readable; match on this.")
+    code = serializers.ChoiceField(
+        choices=[code.value for code in ErrorCode],
+        help_text="Stable and machine-readable; match on this.",
+    )
     message = serializers.CharField()
     field = serializers.CharField(required=False, help_text="Present when one field is at fault.")
 
@@ -71,7 +54,7 @@ class ErrorOutput(serializers.Serializer):
 
 class RequestTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "request_too_large"
+    default_code = ErrorCode.REQUEST_TOO_LARGE.value
     default_detail = "The request body is too large."
 
 
@@ -80,23 +63,6 @@ def domain_error_status(exc: domain.DomainError) -> int:
         if cls in _DOMAIN_STATUS:
             return _DOMAIN_STATUS[cls]
     return status.HTTP_400_BAD_REQUEST
-
-
-class ApiError(exceptions.APIException):
-    """An error with a stable code and, where one field is at fault, that field's name."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        field: str | None = None,
-        status_code: int = status.HTTP_400_BAD_REQUEST,
-    ) -> None:
-        super().__init__(detail=message, code=code.value)
-        self.error_code = code
-        self.field = field
-        self.status_code = status_code
 
 
 def first_validation_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
@@ -137,9 +103,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    if isinstance(exc, ApiError):
-        response.data = error_body(exc.error_code.value, str(exc.detail), exc.field)
-    elif isinstance(exc, exceptions.ValidationError):
+    if isinstance(exc, exceptions.ValidationError):
         field, code, message = first_validation_error(exc.detail)
         if code not in {c.value for c in ErrorCode}:
             code = ErrorCode.INVALID.value

@@ -13,7 +13,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
-from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.errors import (
     ErrorCode,
     ErrorDetailOutput,
@@ -24,8 +23,9 @@ from crm_plugin.api.errors import (
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsEventProducer
 from crm_plugin.api.representations import MethodOutput, renderer
+from crm_plugin.http.context import acting_user, audit_context
 from twosv import services
-from twosv.audit import audit_record
+from twosv.audit import audit_refusal
 from twosv.errors import Forbidden
 from twosv.models import EventType
 from twosv.selectors import method_state
@@ -129,10 +129,8 @@ def _ingest(validated: dict[str, Any]) -> services.IngestResult:
 
 def _audit_forbidden(request: Request, validated: dict[str, Any], exc: Forbidden) -> None:
     """Record an event the producer's role may not write (``lock_lifted``): a token probing."""
-    audit_record(
+    audit_refusal(
         actor=acting_user(request),
-        action="permission_denied",
-        result="refused",
         customer_ref=validated["customer_id"],
         details={
             "code": exc.code,

@@ -6,11 +6,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
-from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.sessions import StrictSerializer
-from crm_plugin.panel import links
+from crm_plugin.http import links
+from crm_plugin.http.context import acting_user, audit_context
 from twosv.selectors import access_customer
 
 

@@ -1,21 +1,11 @@
-"""Roles are Django groups: ``support_agent`` reads and troubleshoots, ``event_producer`` posts."""
+"""Who may call which endpoint: DRF permission classes over the roles in `crm_plugin.http.roles`."""
 
 from typing import Any
 
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-SUPPORT_AGENT = "support_agent"
-EVENT_PRODUCER = "event_producer"
-
-
-def user_groups(user: Any) -> frozenset[str]:
-    """Return the user's group names, loaded once per request."""
-    cached: frozenset[str] | None = getattr(user, "_twosv_group_names", None)
-    if cached is None:
-        cached = frozenset(user.groups.values_list("name", flat=True))
-        user._twosv_group_names = cached
-    return cached
+from crm_plugin.http.roles import EVENT_PRODUCER, SUPPORT_AGENT, user_groups
 
 
 class _InGroup(BasePermission):

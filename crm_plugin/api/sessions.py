@@ -10,11 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
-from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.openapi import error_response
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import BlankAsNullCharField, renderer
 from crm_plugin.api.steps import StepOutput
+from crm_plugin.http.context import acting_user, audit_context
 from twosv import engine, services
 from twosv.models import SessionOutcome, TroubleshootingSession
 from twosv.selectors import access_customer, access_session, customer_twosv_state

@@ -9,10 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm_plugin.api.base import AuditedApiView
-from crm_plugin.api.context import acting_user, audit_context
 from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import BlankAsNullCharField, MethodOutput, renderer
 from crm_plugin.api.steps import AdvisoryOutput, StepOutput
+from crm_plugin.http.context import acting_user, audit_context
 from twosv import services
 from twosv.selectors import TwosvState, access_customer_state
 

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 
 class _TranslatedCharField(serializers.CharField):
-    """Engine texts are marked for translation in twosv/engine.py; translate them on the way out."""
+    """Engine texts are marked for translation in twosv/engine/; translate them on the way out."""
 
     def to_representation(self, value: Any) -> str:
         return gettext(str(value))

@@ -12,8 +12,8 @@ urlpatterns = [
     path("customers/<str:customer_id>/answers/reset/", views.answers_reset, name="answers-reset"),
     path("customers/<str:customer_id>/method/", views.method_choose, name="method"),
     path("customers/<str:customer_id>/verify-phone/", views.verify_phone, name="verify-phone"),
-    path("customers/<str:customer_id>/lookup/", views.lookup_run, name="lookup"),
+    path("customers/<str:customer_id>/lookup/", views.lookup_request, name="lookup"),
     path("customers/<str:customer_id>/lookup/status/", views.lookup_status, name="lookup-status"),
-    path("customers/<str:customer_id>/close/", views.session_close, name="close"),
+    path("customers/<str:customer_id>/close/", views.close_session, name="close"),
     path("customers/<str:customer_id>/new-session/", views.session_new, name="new-session"),
 ]

@@ -21,20 +21,21 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from crm_plugin.api.context import acting_user, audit_context
-from crm_plugin.panel import forms, links
+from crm_plugin.http import links
+from crm_plugin.http.context import acting_user, audit_context
+from crm_plugin.panel import forms
 from twosv import services
-from twosv.audit import audit_record
+from twosv.audit import audit_refusal
 from twosv.errors import DomainError, NotFound
-from twosv.models import Customer, LookupStatus, TroubleshootingSession
+from twosv.models import Customer, TroubleshootingSession
 from twosv.selectors import TwosvState, access_customer, access_session, customer_twosv_state
+from twosv.vocabulary import IN_FLIGHT_LOOKUP_STATUSES
 
 View = Callable[..., HttpResponse]
 
 SESSIONS_KEY = "twosv_panel_sessions"
 # An agent's Django session remembers this many customers' troubleshooting sessions at most.
 REMEMBERED_CUSTOMERS = 50
-IN_FLIGHT = frozenset({LookupStatus.PENDING, LookupStatus.RUNNING})
 ALTERNATIVE_LABELS = {
     "cancel_2sv_no_device_access": "Cancel 2SV (I don't have access to that device)",
     "use_backup_method": "Use the backup method: No code? in the login window",
@@ -81,10 +82,8 @@ def panel_agent_view(view: View) -> View:
         user = request.user
         if not links.is_panel_agent(user):
             if user.is_authenticated:
-                audit_record(
+                audit_refusal(
                     actor=user,
-                    action="permission_denied",
-                    result="refused",
                     customer_ref=str(kwargs.get("customer_id", ""))[:64],
                     details={"method": request.method, "view": f"panel.{view.__name__}"},
                     context=audit_context(request),
@@ -211,7 +210,7 @@ def _page_context(
         "p_has_phone": p is not None and bool(p.method.phone_number),
         "p_receives_codes": p is not None and p.method.receives_codes,
         "lookup": lookup,
-        "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT,
+        "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT_LOOKUP_STATUSES,
         "tries_left": max(tries_limit - session.phone_verify_tries, 0),
         "alternatives": [ALTERNATIVE_LABELS.get(code, code) for code in step.alternatives],
         "cancel_2sv_url": settings.TWOSV_CANCEL_2SV_URL,
@@ -235,7 +234,7 @@ def lookup_status(request: HttpRequest, customer_id: str) -> HttpResponse:
         {
             "customer": customer,
             "lookup": lookup,
-            "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT,
+            "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT_LOOKUP_STATUSES,
         },
     )
 
@@ -320,7 +319,7 @@ def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
 
 @panel_agent_view
 @require_POST
-def lookup_run(request: HttpRequest, customer_id: str) -> HttpResponse:
+def lookup_request(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Ask ATS whether codes are being sent to the method being troubleshot."""
     customer = access_customer(customer_id=customer_id)
     form = forms.LookupForm(request.POST)
@@ -340,7 +339,7 @@ def lookup_run(request: HttpRequest, customer_id: str) -> HttpResponse:
 
 @panel_agent_view
 @require_POST
-def session_close(request: HttpRequest, customer_id: str) -> HttpResponse:
+def close_session(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Close the session with "Did this solve it?" and the agent's feedback on the step."""
     customer = access_customer(customer_id=customer_id)
     form = forms.CloseForm(request.POST)

@@ -35,6 +35,7 @@ from twosv.models import (
     Method,
 )
 from twosv.services import event_ingest
+from twosv.vocabulary import FINAL_ATS_STATUSES, AtsStatus, EventType
 
 DEMO_PREFIX = "demo-"
 AGENT_USERNAME = "demo-agent"
@@ -42,7 +43,7 @@ PRODUCER_USERNAME = "demo-producer"
 ADMIN_USERNAME = "admin"
 # A well-known login is what a local demo wants; it is only ever created with DEBUG on.
 ADMIN_PASSWORD = "admin"  # noqa: S105
-ATS_STATUSES = frozenset({"queued", "sent", "delivered", "undelivered", "failed"})
+ATS_STATUSES = frozenset(AtsStatus)
 DEFAULT_SENDER = "+14803605516"
 # How long after sending the ATS records its delivery receipt.
 RECEIPT_DELAY = timedelta(seconds=4)
@@ -181,7 +182,7 @@ def _ats_records(customer_id: str, raw_records: list[dict[str, Any]], now: datet
         if raw.get("status") not in ATS_STATUSES or not raw.get("to"):
             raise CommandError(f"{customer_id}: ATS record {n} needs `to` and a valid `status`.")
         created_at = now + parse_offset(raw["at"])
-        final = raw["status"] in {"delivered", "undelivered", "failed"}
+        final = raw["status"] in FINAL_ATS_STATUSES
         records.append(
             LocalDeliveryRecord(
                 external_id=f"{customer_id}-ats-{n:02d}",
@@ -360,7 +361,7 @@ class Command(BaseCommand):
         event = json.dumps(
             {
                 "event_id": "demo-approaching-try-1",
-                "type": "code_resend_requested",
+                "type": EventType.CODE_RESEND_REQUESTED,
                 "customer_id": "demo-approaching",
                 "occurred_at": now.isoformat(timespec="seconds"),
                 "data": {"method_id": "demo-approaching-sms"},

@@ -1,4 +1,4 @@
-"""What the HTTP layer hands to services about the request: the audit context."""
+"""What the HTTP layer hands to services about the request: the audit context and the actor."""
 
 from typing import Any
 

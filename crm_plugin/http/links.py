@@ -18,12 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from crm_plugin.api.permissions import SUPPORT_AGENT, user_groups
-from twosv.audit import NO_CONTEXT, AuditContext, audit_record
+from crm_plugin.http.roles import SUPPORT_AGENT, user_groups
+from twosv.audit import NO_CONTEXT, AuditAction, AuditContext, audit_record
 from twosv.errors import NotFound
 from twosv.models import Customer
 from twosv.selectors import access_customer
 
+# The salt names where this module used to live; changing it would void links in flight.
 PANEL_LINK_SALT = "crm_plugin.panel.link"
 PANEL_LINK_MAX_AGE = timedelta(minutes=5)
 
@@ -62,7 +63,7 @@ def panel_link_issue(
     expires_at = timezone.now() + PANEL_LINK_MAX_AGE
     audit_record(
         actor=agent,
-        action="panel_link_create",
+        action=AuditAction.PANEL_LINK_CREATE,
         result="ok",
         customer_ref=customer.customer_id,
         obj=customer,
@@ -107,7 +108,7 @@ def panel_link_redeem(*, token: str, context: AuditContext = NO_CONTEXT) -> tupl
         _refuse("unknown_customer", payload, context)
     audit_record(
         actor=agent,
-        action="panel_link_open",
+        action=AuditAction.PANEL_LINK_OPEN,
         result="ok",
         customer_ref=customer.customer_id,
         obj=customer,
@@ -132,7 +133,7 @@ def _refuse(reason: str, payload: dict[str, Any], context: AuditContext) -> NoRe
     actor = User.objects.filter(pk=payload["u"]).first() if payload else None
     audit_record(
         actor=actor,
-        action="panel_link_open",
+        action=AuditAction.PANEL_LINK_OPEN,
         result=reason,
         customer_ref=str(payload.get("c", ""))[:64],
         context=context,

@@ -1,0 +1,101 @@
+"""What the model admins share: phone-tail search, read-only rows, request helpers, state."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from twosv.audit import AuditContext
+from twosv.models import Method
+from twosv.selectors import MethodState, method_state
+
+_DIGITS_ONLY = re.compile(r"[\s().-]")
+_PHONE_TAIL = re.compile(r"^\+?\d{2,15}$")
+
+
+def phone_tail(search_term: str) -> str | None:
+    """Return the digits to match the end of a phone number with, if the term looks like one."""
+    compact = _DIGITS_ONLY.sub("", search_term.strip())
+    return compact.removeprefix("+") if _PHONE_TAIL.match(compact) else None
+
+
+class PhoneTailSearchMixin:
+    """Let admins search by the last digits of a phone number (`phone_tail_lookup`)."""
+
+    phone_tail_lookup = ""
+    # A lookup through a to-many relation can match one row several times.
+    phone_tail_may_duplicate = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        results, may_have_duplicates = super().get_search_results(  # type: ignore[misc]
+            request, queryset, search_term
+        )
+        digits = phone_tail(search_term)
+        if digits:
+            results |= queryset.filter(**{self.phone_tail_lookup: digits})
+            may_have_duplicates = may_have_duplicates or self.phone_tail_may_duplicate
+        return results, may_have_duplicates
+
+
+class ReadOnlyAdminMixin:
+    """Nobody adds, changes or deletes these rows in the admin, superusers included."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def audit_context(request: HttpRequest) -> AuditContext:
+    return AuditContext(
+        request_id=getattr(request, "request_id", ""),
+        client_ip=request.META.get("REMOTE_ADDR") or None,
+    )
+
+
+def acting_user(request: HttpRequest) -> User:
+    if not isinstance(request.user, User):  # pragma: no cover - the admin requires a login
+        raise PermissionDenied
+    return request.user
+
+
+def locked_now(now: datetime) -> Q:
+    """Match methods whose lock holds at `now` (same rule as policy.Lock.active_at)."""
+    return (
+        Q(locked_at__lte=now, locked_until__gt=now)
+        & (Q(lock_lifted_at__isnull=True) | Q(lock_lifted_at__gt=now))
+        & (Q(removed_at__isnull=True) | Q(removed_at__gt=now))
+    )
+
+
+def state(method: Method) -> MethodState:
+    """Return the method's state, computed once per row of a page."""
+    cached: MethodState | None = getattr(method, "_admin_state", None)
+    if cached is None:
+        cached = method_state(method, now=timezone.now())
+        method._admin_state = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def status_text(state: MethodState) -> str:
+    if state.lock is not None:
+        until = timezone.localtime(state.lock.locked_until)
+        return f"locked until {until:%Y-%m-%d %H:%M %Z}"
+    return state.status
+
+
+def resends_text(state: MethodState) -> str:
+    return f"{state.resend_count} / {state.resend_threshold}"

@@ -1,0 +1,126 @@
+"""A method's projection: fold events into it, store it on the row, re-fold from the history.
+
+Every caller holds the method's row lock (see `locking`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from twosv import policy
+from twosv.models import Event, EventType, Method, TroubleshootingSession
+from twosv.selectors import lock_policy, method_projection
+
+
+def enrolled_method(data: dict[str, Any], occurred_at: datetime) -> Method:
+    """Return the (unsaved) method a cleaned method_enrolled event creates."""
+    return Method(
+        method_id=data["method_id"],
+        kind=data["kind"],
+        role=data["role"],
+        phone_number=data.get("phone_number") or "",
+        email=data.get("email") or "",
+        label=data["label"],
+        visible_in_crm=data["visible_in_crm"],
+        enrolled_at=occurred_at,
+        phone_changed_at=occurred_at,
+    )
+
+
+def apply_method_attributes(
+    method: Method, event_type: str, occurred_at: datetime, data: dict[str, Any]
+) -> bool:
+    """Apply what an event says about the method itself (removal, number on file).
+
+    Return whether the number on file changed.
+    """
+    if event_type == EventType.METHOD_REMOVED:
+        if method.removed_at is None or occurred_at < method.removed_at:
+            method.removed_at = occurred_at
+    elif event_type == EventType.PHONE_NUMBER_CHANGED:
+        # Last writer by occurred_at wins, so a late, older change can't overwrite a newer one.
+        if method.phone_changed_at is None or occurred_at >= method.phone_changed_at:
+            changed: bool = method.phone_number != data["phone_number"]
+            method.phone_number = data["phone_number"]
+            method.phone_changed_at = occurred_at
+            return changed
+    return False
+
+
+def phone_checks_forget(customer_pks: set[int]) -> None:
+    """Forget the phone verifications of the customers' open sessions: the number changed.
+
+    A caller who matched the old number proves nothing about the new one; the agent asks again.
+    Every open session row is locked (not only those with a result), so a verification running
+    concurrently either finishes first and is cleared, or waits and reads the new number.
+    """
+    if customer_pks:
+        TroubleshootingSession.objects.filter(
+            customer_id__in=customer_pks, closed_at__isnull=True
+        ).update(phone_number_matches=None)
+
+
+def store_projection(method: Method, projection: policy.Projection) -> None:
+    set_projection(method, projection)
+    method.save(update_fields=_METHOD_FOLDED_FIELDS)
+
+
+def set_projection(method: Method, projection: policy.Projection) -> None:
+    method.resend_times = [t.isoformat() for t in projection.resend_times]
+    lock = projection.lock
+    method.locked_at = lock.locked_at if lock else None
+    method.locked_until = lock.locked_until if lock else None
+    method.lock_lifted_at = lock.lifted_at if lock else None
+    if projection.last_key is not None:
+        method.last_event_at, method.last_event_id = projection.last_key
+
+
+# What an event can change on the method row: the projection and the attributes events carry.
+_METHOD_FOLDED_FIELDS = [
+    "resend_times",
+    "locked_at",
+    "locked_until",
+    "lock_lifted_at",
+    "last_event_at",
+    "last_event_id",
+    "removed_at",
+    "phone_number",
+    "phone_changed_at",
+]
+
+
+def _fold_event(event: Event) -> policy.FoldEvent:
+    return policy.FoldEvent(event_id=event.event_id, type=event.type, occurred_at=event.occurred_at)
+
+
+def fold_into(method: Method, event: Event) -> None:
+    """Fold `event` into the method's projection; the caller holds the method's row lock."""
+    current = method_projection(method)
+    fold_event = _fold_event(event)
+    if policy.is_in_order(current, fold_event):
+        # The common case: O(1) in the length of the history.
+        projection, outcome = policy.apply(current, fold_event, lock_policy())
+        if outcome != event.outcome:
+            event.outcome = outcome
+            event.save(update_fields=["outcome"])
+    else:
+        projection = method_refold(method=method)
+    store_projection(method, projection)
+
+
+def method_refold(*, method: Method) -> policy.Projection:
+    """Recompute the method's projection from its whole history and fix each event's outcome."""
+    events = list(
+        Event.objects.filter(method=method).only("id", "event_id", "type", "occurred_at", "outcome")
+    )
+    by_id = {event.event_id: event for event in events}
+    projection, outcomes = policy.fold((_fold_event(e) for e in events), lock_policy())
+    changed = []
+    for fold_event, outcome in outcomes:
+        stored = by_id[fold_event.event_id]
+        if stored.outcome != outcome:
+            stored.outcome = outcome
+            changed.append(stored)
+    Event.objects.bulk_update(changed, ["outcome"], batch_size=500)
+    return projection
