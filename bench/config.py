@@ -25,7 +25,8 @@ GOALS = {
     "batch_vs_raw_insert": 0.25,
     "lookup_p50_overhead_ms": 100.0,
 }
-# The figures, in the order of the table; (s) is a diagnostic, not a goal's figure.
+# The figures, in the order of the table; (s) is a diagnostic, not a goal's figure. (j) is
+# POOLED below.
 FIGURES = "abcdefgs"
 NAMES = {
     "a": "state, typical customer",
@@ -37,6 +38,12 @@ NAMES = {
     "g": "delivery lookup, request to result",
     "s": "diagnostic: (a) without its audit row",
 }
+# Figure (j): (a), (b) and (c) again, with gunicorn behind PgBouncer in transaction mode
+# (bench/pooler.py); stored and printed under these keys.
+POOLED = ("a_pgbouncer", "b_pgbouncer", "c_pgbouncer")
+NAMES.update({key: f"{NAMES[key[0]]}, through PgBouncer" for key in POOLED})
+# Every row of the table, in order.
+TABLE = (*FIGURES, *POOLED)
 
 
 def log(message: str) -> None:

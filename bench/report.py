@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.config import BATCH, DB_NAME, FIGURES, GOALS, NAMES, RESULTS, ROOT
+from bench.config import BATCH, DB_NAME, GOALS, NAMES, POOLED, RESULTS, ROOT, TABLE
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -45,6 +45,7 @@ def ratios_of(results: dict[str, Any]) -> dict[str, float | None]:
     a, b, c = results.get("a", {}), results.get("b", {}), results.get("c", {})
     e, f = results.get("e", {}), results.get("f", {})
     s = results.get("s", {})
+    ap, bp, cp = (results.get(key, {}) for key in POOLED)
     return {
         # Paired: the median over rounds of the ratio within a round (see paired_ratio).
         "a_over_c_p50": paired_ratio(a, c),
@@ -64,6 +65,14 @@ def ratios_of(results: dict[str, Any]) -> dict[str, float | None]:
         # Diagnostic: how far the state read is from the floor without its audit write.
         "s_over_c_p50": paired_ratio(s, c),
         "s_over_c_cpu": ratio(s.get("cpu_ms_per_request"), c.get("cpu_ms_per_request")),
+        # (j): the same ratios through PgBouncer in transaction mode, and what the pooler adds
+        # to each figure (its p50 over the direct one's; measured in rounds of their own).
+        "a_over_c_p50_pgbouncer": paired_ratio(ap, cp),
+        "a_over_c_p99_pgbouncer": paired_ratio(ap, cp, "p99_ms"),
+        "b_over_a_p50_pgbouncer": paired_ratio(bp, ap),
+        "a_over_c_cpu_pgbouncer": ratio(ap.get("cpu_ms_per_request"), cp.get("cpu_ms_per_request")),
+        "a_pgbouncer_over_a_p50": ratio(ap.get("p50_ms"), a.get("p50_ms")),
+        "c_pgbouncer_over_c_p50": ratio(cp.get("p50_ms"), c.get("p50_ms")),
     }
 
 
@@ -76,7 +85,16 @@ def lookup_overhead_of(results: dict[str, Any]) -> float | None:
     return overhead
 
 
-def goals_of(ratios: dict[str, float | None], lookup_overhead: float | None) -> dict[str, Any]:
+def pooled_errors_of(results: dict[str, Any]) -> int | None:
+    """Errors and non-2xx answers of the (j) figures, when they ran."""
+    if not any(results.get(key) for key in POOLED):
+        return None
+    return sum(int(results.get(key, {}).get("errors", 0)) for key in POOLED)
+
+
+def goals_of(
+    ratios: dict[str, float | None], lookup_overhead: float | None, pooled_errors: int | None
+) -> dict[str, Any]:
     return {
         "a_over_c_p50_le_1.5": _goal(ratios["a_over_c_p50"], GOALS["state_vs_floor_p50"], "le"),
         "b_over_a_p50_le_1.1": _goal(ratios["b_over_a_p50"], GOALS["big_vs_typical_p50"], "le"),
@@ -84,25 +102,26 @@ def goals_of(ratios: dict[str, float | None], lookup_overhead: float | None) -> 
         "lookup_p50_lt_100ms_plus_ats": _goal(
             lookup_overhead, GOALS["lookup_p50_overhead_ms"], "lt"
         ),
+        # SPEC §8: every statement works through PgBouncer in transaction mode.
+        "pgbouncer_errors_eq_0": _goal(pooled_errors, 0, "le"),
     }
 
 
 def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     """One row a figure: name, req/s, events/s, p50, p99, CPU ms and notes."""
     rows: list[tuple[str, ...]] = []
-    for key in FIGURES:
+    for key in TABLE:
+        label = f"({key})" if len(key) == 1 else key
         r = results.get(key)
         if not r or r.get("skipped"):
-            rows.append(
-                (f"({key})", NAMES[key], "-", "-", "-", "-", "-", (r or {}).get("skipped", ""))
-            )
+            rows.append((label, NAMES[key], "-", "-", "-", "-", "-", (r or {}).get("skipped", "")))
             continue
         rps = "-"
         if "rps" in r:
             rps = f"{r['rps']:,.0f}" if r["rps"] >= 10 else f"{r['rps']:.1f}"
         eps = f"{r['events_per_s']:,.0f}" if "events_per_s" in r else "-"
         note = ""
-        if r.get("errors"):
+        if r.get("errors") or key in POOLED:
             note = f"{r['errors']} errors ({r['non_2xx']} non-2xx)"
         if key == "g":
             note = f"ATS p50 {r['ats_p50_ms']} ms; {r['statuses']}"
@@ -114,7 +133,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 note += f"; one batch alone: {r['one_batch_alone_s']} s"
         rows.append(
             (
-                f"({key})",
+                label,
                 NAMES[key],
                 rps,
                 eps,
@@ -137,7 +156,7 @@ def report(
     """Print the table, the ratios and the goals; write bench/results.json."""
     ratios = ratios_of(results)
     lookup_overhead = lookup_overhead_of(results)
-    goals = goals_of(ratios, lookup_overhead)
+    goals = goals_of(ratios, lookup_overhead, pooled_errors_of(results))
     workers = results.get("gunicorn_workers_kb", {})
     peak_kb = max((m.get("VmHWM", 0) for m in workers.values()), default=0)
 
@@ -182,7 +201,8 @@ def report(
             "ats_delay_ms": args.ats_delay_ms,
         },
         "seed": seed_info,
-        "figures": {key: results.get(key) for key in FIGURES},
+        "figures": {key: results.get(key) for key in TABLE},
+        "pgbouncer": results.get("pgbouncer"),
         "raw_insert_copy": results.get("f_copy"),
         "ratios": ratios,
         "lookup_p50_minus_ats_ms": lookup_overhead,

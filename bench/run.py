@@ -12,6 +12,8 @@ app with gunicorn, drive it with wrk from separate processes, and measure in one
   (f) psycopg2 execute_values of the same event rows, 500 a transaction: the database's own limit
   (g) POST customers/<id>/twosv/delivery-lookups/ (force) -> GET until finished, real Celery worker
       and a local ATS over HTTP; the ATS's own time reported beside it
+  (j) (c), (a) and (b) again with a second gunicorn behind PgBouncer in transaction mode,
+      started by the bench: c_pgbouncer, a_pgbouncer, b_pgbouncer, their errors (must be 0)
 
 Prints a table and writes bench/results.json (every figure, the ratios and the goals).
 Usage: .venv/bin/python bench/run.py [--reseed] [--duration 12] [--py-spy] [--only abc] ...
@@ -20,8 +22,8 @@ Usage: .venv/bin/python bench/run.py [--reseed] [--duration 12] [--py-spy] [--on
 The parts: bench/servers.py (wrk, the database, gunicorn and Celery, CPU and memory),
 bench/rundata.py (seed and per-run rows), bench/load.py (wrk, its scripts, merging rounds),
 bench/state_reads.py (a b c s), bench/ingestion.py and bench/raw_insert.py (d e f),
-bench/lookups.py (g), bench/profiling.py (--py-spy), bench/scenarios.py (the run's order) and
-bench/report.py (the table, the goals, results.json).
+bench/lookups.py (g), bench/pooler.py (j), bench/profiling.py (--py-spy), bench/scenarios.py
+(the run's order) and bench/report.py (the table, the goals, results.json).
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--raw-seconds", type=float, default=5, help="seconds of raw insert (f)")
     parser.add_argument("--ats-delay-ms", type=float, default=0, help="simulated ATS latency")
-    parser.add_argument("--only", default="abcdefgs", help="figures to run, e.g. --only abc")
+    parser.add_argument(
+        "--only",
+        default="abcdefgjs",
+        help="figures to run, e.g. --only abc; j = (c) (a) (b) again through PgBouncer",
+    )
     parser.add_argument(
         "--py-spy",
         action="store_true",
@@ -103,7 +109,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="twosv-bench-"))
     with servers.Services(ats, logdir) as services:
         bench = scenarios.start(services, args, wrk, run, started, lookups=lookup_skip is None)
-        scenarios.measure(bench, ats, lookup_skip)
+        scenarios.measure(bench, ats, lookup_skip, services)
 
     connections.close_all()
     cleanup = rundata.cleanup_run_data()

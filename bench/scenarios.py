@@ -12,6 +12,7 @@ from bench.config import log
 from bench.context import Bench
 from bench.ingestion import measure_ingestion
 from bench.lookups import measure_lookup_figure
+from bench.pooler import measure_pooled_gets
 from bench.profiling import profile_all
 from bench.servers import Services, free_port, proc_memory
 from bench.state_reads import get_script, measure_gets
@@ -44,7 +45,7 @@ def start(
     )
 
 
-def measure(bench: Bench, ats: AtsStub, lookup_skip: str | None) -> None:
+def measure(bench: Bench, ats: AtsStub, lookup_skip: str | None, services: Services) -> None:
     """Every selected figure into bench.results, then --py-spy's profiles and the workers'
     memory; with --keep-server, wait for Enter before returning."""
     args, results = bench.args, bench.results
@@ -54,6 +55,8 @@ def measure(bench: Bench, ats: AtsStub, lookup_skip: str | None) -> None:
         log(f"({') ('.join(get_keys)}) in {args.rounds} interleaved rounds ...")
         measure_gets(bench, get_keys)
         bench.snapshot("abc")
+    if "j" in args.only:
+        measure_pooled_gets(bench, services, services.logdir)
     measure_ingestion(bench)
     if "g" in args.only:
         measure_lookup_figure(bench, ats, lookup_skip)

@@ -186,15 +186,29 @@ class Services:
                 proc.stop()
             self.ats.stop()
 
-    def start(self, name: str, argv: list[str]) -> Proc:
-        proc = Proc(name, argv, env={**os.environ}, logdir=self.logdir)
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        """Start `argv` with this process's environment plus `env`."""
+        proc = Proc(name, argv, env={**os.environ, **(env or {})}, logdir=self.logdir)
         self.procs.append(proc)
         return proc
 
-    def start_gunicorn(self, port: int, args: argparse.Namespace) -> Proc:
-        """Serve the app on `port`; return once it answers /healthz."""
+    def stop(self, proc: Proc) -> None:
+        """Stop one process before the others (the rest stop on leaving)."""
+        proc.stop()
+        self.procs.remove(proc)
+
+    def start_gunicorn(
+        self,
+        port: int,
+        args: argparse.Namespace,
+        *,
+        name: str = "gunicorn",
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Serve the app on `port` (with `env` added to the environment); return once it
+        answers /healthz."""
         gunicorn = self.start(
-            "gunicorn",
+            name,
             [
                 str(BIN / "gunicorn"),
                 "crm_plugin.wsgi:application",
@@ -213,9 +227,10 @@ class Services:
                 "--log-level",
                 "warning",
             ],
+            env,
         )
         wait_http(port, "/healthz")
-        log(f"gunicorn pid {gunicorn.pid} on 127.0.0.1:{port}, workers {gunicorn.children()}")
+        log(f"{name} pid {gunicorn.pid} on 127.0.0.1:{port}, workers {gunicorn.children()}")
         return gunicorn
 
     def start_worker(self, run: str) -> Proc:

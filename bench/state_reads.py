@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.config import load_average, log
 from bench.context import Bench
-from bench.load import add_cpu, lua_script, merge_rounds
+from bench.load import add_cpu, lua_script, merge_rounds, run_wrk
 from bench.servers import CpuMeter
 
 
@@ -39,32 +40,50 @@ def get_script(scripts: Path, *, keepalive: bool) -> Path:
     )
 
 
-def measure_gets(bench: Bench, keys: str) -> None:
+def measure_gets(
+    bench: Bench,
+    keys: str,
+    *,
+    port: int | None = None,
+    app_pids: Callable[[], list[int]] | None = None,
+    suffix: str = "",
+) -> None:
     """Measure the GET figures in interleaved rounds (c a b c a b ...), so that a load change
-    on the machine during the run hits all of them alike; store them in bench.results."""
+    on the machine during the run hits all of them alike; store them in bench.results.
+
+    By default against the bench's gunicorn; `port` and `app_pids` (whose CPU counts as the
+    app's) measure another server, whose figures are stored as ``<key><suffix>``.
+    """
     args = bench.args
     paths = get_paths()
+    port = bench.port if port is None else port
+    app_pids = bench.gunicorn.children if app_pids is None else app_pids
+
+    def wrk(key: str, seconds: float) -> dict[str, Any]:
+        return run_wrk(
+            bench.wrk,
+            port,
+            paths[key],
+            bench.get_script,
+            seconds=seconds,
+            connections=bench.threads,
+        )
+
     for key in keys:
-        bench.wrk_run(paths[key], bench.get_script, seconds=args.warmup)
+        wrk(key, args.warmup)
     rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
-    meters = {key: CpuMeter(bench.gunicorn.children) for key in keys}
+    meters = {key: CpuMeter(app_pids) for key in keys}
     for n in range(args.rounds):
         for key in keys:
             with meters[key]:
-                rounds[key].append(
-                    bench.wrk_run(
-                        paths[key],
-                        bench.get_script,
-                        seconds=max(1, round(args.duration / args.rounds)),
-                    )
-                )
+                rounds[key].append(wrk(key, max(1, round(args.duration / args.rounds))))
         log(
             f"round {n + 1}/{args.rounds}: "
-            + ", ".join(f"({k}) p50 {rounds[k][-1]['p50_ms']} ms" for k in keys)
+            + ", ".join(f"({k}{suffix}) p50 {rounds[k][-1]['p50_ms']} ms" for k in keys)
             + f"; load {load_average()}"
         )
     for key in keys:
         result = merge_rounds(rounds[key])
         add_cpu(result, meters[key], result["requests"])
-        bench.results[key] = result
-        log(f"({key}) {json.dumps(result)}")
+        bench.results[key + suffix] = result
+        log(f"({key}{suffix}) {json.dumps(result)}")

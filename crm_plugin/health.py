@@ -1,10 +1,13 @@
 """Liveness and readiness probes for the orchestrator: plain Django views, no auth."""
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from twosv import dependencies
 
 
 @never_cache
@@ -19,6 +22,17 @@ def _check_database() -> str | None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return f"{type(exc).__name__}"
+    return None
+
+
+def _check_cache() -> str | None:
+    try:
+        # A write and a read back: a cache that takes writes but lost its data is not ready.
+        cache.set("twosv:readyz", "ok", timeout=10)
+        if cache.get("twosv:readyz") != "ok":
+            return "ReadBackFailed"
+    except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}"
     return None
 
@@ -39,13 +53,18 @@ def _check_broker() -> str | None:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when the database (and, outside eager mode, the broker) answers; else 503."""
+    """Answer 200 when the database, the cache and (outside eager mode) the broker answer.
+
+    Otherwise 503, naming every failing part. Only the database is essential to the API (it
+    answers without the cache or the broker), but an operator must see the others go.
+    """
     checks: dict[str, str] = {}
     failing: list[str] = []
-    db_error = _check_database()
-    checks["database"] = "ok" if db_error is None else f"error: {db_error}"
-    if db_error:
-        failing.append("database")
+    for part, check in (("database", _check_database), ("cache", _check_cache)):
+        error = check()
+        checks[part] = "ok" if error is None else f"error: {error}"
+        if error:
+            failing.append(part)
     if settings.CELERY_TASK_ALWAYS_EAGER:
         checks["broker"] = "skipped (eager mode)"
     else:
@@ -53,5 +72,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = "ok" if broker_error is None else f"error: {broker_error}"
         if broker_error:
             failing.append("broker")
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks, "failing": failing}
+    body = {
+        "status": "ok" if not failing else "unavailable",
+        "checks": checks,
+        "failing": failing,
+        # Fallbacks this process made since it started because a dependency was down (a throttle
+        # let through, advisory settings read from the database), by dependency.
+        "fallbacks": dependencies.outage_counts(),
+    }
     return JsonResponse(body, status=503 if failing else 200)

@@ -6,7 +6,9 @@ Setting ``DATABASE_URL`` means "this is a real deployment": DEBUG then defaults 
 DEBUG off a missing ``SECRET_KEY``, ``ALLOWED_HOSTS`` or ``DATABASE_URL`` stops start-up.
 """
 
+import os
 import re
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,7 +46,39 @@ if not DEBUG:
     for _name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL"):
         _require(_name)
 
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-do-not-use-in-production")
+
+def dev_secret_key(path: Path) -> str:
+    """Return the embedded default's key: random, made on first start, kept in `path` (0600).
+
+    One per checkout, in ``var/`` (git-ignored), never a key written in the repository: a
+    published key would let anyone who reaches the dev server forge a panel link. Processes
+    starting together agree: each writes its own candidate and links it into place, and a
+    process that finds the file already there reads it.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(64) + "\n")
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the key
+        finally:
+            candidate.unlink()
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} holds no usable key: delete it to make a new one.")
+    return key
+
+
+# True when the embedded default runs on the generated per-checkout key: `runserver` then
+# serves on loopback only (twosv/management/commands/runserver.py).
+DEV_SECRET_KEY_IN_USE = not env.str("SECRET_KEY", default="")
+SECRET_KEY = (
+    dev_secret_key(VAR_DIR / "secret_key") if DEV_SECRET_KEY_IN_USE else env.str("SECRET_KEY")
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -54,13 +88,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles: its `runserver` (loopback only on the dev key) is the one that runs.
+    "twosv",
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "import_export",
-    "twosv",
 ]
 
 MIDDLEWARE = [
@@ -74,6 +109,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees what escaped the view: JSON 500/503 under /api/, never an HTML page.
+    "crm_plugin.faults.ApiFaultMiddleware",
 ]
 
 ROOT_URLCONF = "crm_plugin.urls"
@@ -102,12 +139,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Behind a pooler in transaction mode (PgBouncer's pool_mode = transaction) a server-side
+    # cursor outside a transaction would outlive the server connection it was declared on
+    # (Django's docs, "Transaction pooling and server-side cursors"). Nothing else the app runs
+    # keeps session state: no prepared statements, SET, advisory locks, LISTEN or temp tables.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default keeps its file under var/; create it so a fresh clone just works.
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+if not DEBUG and CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+    # Every throttle counts in the cache: a per-process cache gives each gunicorn worker its
+    # own count, so every limit is multiplied by the number of workers.
+    raise ImproperlyConfigured(
+        "CACHE_URL must name a cache shared by every process (redis://...) when DEBUG is off; "
+        "with a per-process (locmem) cache every throttle would count per worker."
+    )
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # A cache that is down must answer fast: throttles and the advisory cache then fall back
+    # (fail open, or read the database) instead of holding the request.
+    CACHES["default"].setdefault("OPTIONS", {}).update(
+        {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "retry_on_timeout": False}
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -152,6 +209,9 @@ for _origin in CRM_PANEL_FRAME_ANCESTORS:
 # frame only when they are SameSite=None (and Secure, so DEBUG off).
 SESSION_COOKIE_SAMESITE = env.str("SESSION_COOKIE_SAMESITE", default="Lax")
 CSRF_COOKIE_SAMESITE = env.str("CSRF_COOKIE_SAMESITE", default="Lax")
+# A panel session (entered through a signed link) ends this long after entry at the latest, and
+# sooner when the agent loses access (crm_plugin/panel/identity.py).
+CRM_PANEL_SESSION_TTL = env_duration("CRM_PANEL_SESSION_TTL", "8h")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # --- REST framework ---------------------------------------------------------------------------
@@ -168,13 +228,15 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "crm_plugin.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Throttles are keyed on the authenticated user (never on a header the caller writes); a view
-    # opts in with `throttle_scope`. They cap agent tools, they are not the 2SV lock.
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    # opts in with `throttle_scope`. They cap agent tools, they are not the 2SV lock; with the
+    # cache down they let requests through (logged and counted), they don't fail them.
+    "DEFAULT_THROTTLE_CLASSES": ["crm_plugin.api.throttling.FailOpenScopedRateThrottle"],
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "agent_read": env.str("TWOSV_THROTTLE_AGENT_READ", default="600/min"),
         "lookup_request": env.str("TWOSV_THROTTLE_LOOKUP", default="60/min"),
         "verify_phone": env.str("TWOSV_THROTTLE_VERIFY_PHONE", default="30/min"),
+        "session_start": env.str("TWOSV_THROTTLE_SESSION_START", default="30/min"),
         "producer": env.str("TWOSV_THROTTLE_PRODUCER", default="6000/min"),
     },
 }
@@ -213,7 +275,7 @@ CELERY_RESULT_BACKEND = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
     "socket_connect_timeout": 1,
-    "socket_timeout": 2,
+    "socket_timeout": 1,
     "max_retries": 0,
 }
 # A publish must not hang when the broker is down: the lookup row is the outbox and the
@@ -221,10 +283,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY = False
+# Workers log like the web process: Django's LOGGING (JSON lines, numbers masked), not Celery's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A try that hangs is stopped: softly first (the lookup records a transient failure), then
+# for good. The ATS client's own deadline per try (ATS_TRY_DEADLINE) stays below both.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=45)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
+TWOSV_LOOKUP_SWEEP_INTERVAL = env_duration("TWOSV_LOOKUP_SWEEP_INTERVAL", "30s")
 CELERY_BEAT_SCHEDULE = {
     "delivery-lookup-sweep": {
         "task": "twosv.tasks.delivery_lookup_sweep",
-        "schedule": 60.0,
+        "schedule": TWOSV_LOOKUP_SWEEP_INTERVAL.total_seconds(),
     },
 }
 
@@ -236,7 +305,13 @@ TWOSV_LOOKUP_PERIOD = env_duration("TWOSV_LOOKUP_PERIOD", "24h")
 TWOSV_LOOKUP_FRESHNESS = env_duration("TWOSV_LOOKUP_FRESHNESS", "10min")
 TWOSV_LOOKUP_MAX_TRIES = env.int("TWOSV_LOOKUP_MAX_TRIES", default=5)
 TWOSV_LOOKUP_STALE_AFTER = env_duration("TWOSV_LOOKUP_STALE_AFTER", "2min")
+# A try running longer than this has lost its worker (killed, OOM, host gone): the hard time
+# limit ends every live try sooner, so the sweeper may hand it to another worker.
+TWOSV_LOOKUP_RUNNING_STALE_AFTER = env_duration("TWOSV_LOOKUP_RUNNING_STALE_AFTER", "90s")
 TWOSV_PHONE_VERIFY_MAX_TRIES = env.int("TWOSV_PHONE_VERIFY_MAX_TRIES", default=5)
+# Across all sessions and agents, counted in the database: new sessions don't reset it.
+TWOSV_PHONE_VERIFY_MAX_PER_CUSTOMER = env.int("TWOSV_PHONE_VERIFY_MAX_PER_CUSTOMER", default=10)
+TWOSV_PHONE_VERIFY_CUSTOMER_WINDOW = env_duration("TWOSV_PHONE_VERIFY_CUSTOMER_WINDOW", "24h")
 TWOSV_ATS_BACKEND = env.str("TWOSV_ATS_BACKEND", default="local")
 TWOSV_CANCEL_2SV_URL = env.str(
     "TWOSV_CANCEL_2SV_URL", default="https://help.example.com/cancel-two-step-verification"
@@ -245,6 +320,9 @@ ATS_BASE_URL = env.str("ATS_BASE_URL", default="")
 ATS_TOKEN = env.str("ATS_TOKEN", default="")
 ATS_CONNECT_TIMEOUT = env.float("ATS_CONNECT_TIMEOUT", default=2.0)
 ATS_READ_TIMEOUT = env.float("ATS_READ_TIMEOUT", default=5.0)
+# The whole try, every page included: per-read timeouts alone let a server that trickles a byte
+# at a time hold a try for ever.
+ATS_TRY_DEADLINE = env_duration("ATS_TRY_DEADLINE", "20s")
 
 if TWOSV_ATS_BACKEND not in ("local", "http"):
     raise ImproperlyConfigured("TWOSV_ATS_BACKEND must be 'local' or 'http'.")

@@ -13,3 +13,5 @@ urlpatterns = [
 
 # A path no route matches answers in the API's error shape under /api/.
 handler404 = "crm_plugin.api.errors.page_not_found"
+# A failure outside any view (a middleware, the URL resolver) still answers JSON under /api/.
+handler500 = "crm_plugin.faults.server_error"

@@ -24,6 +24,7 @@ from twosv.models import (
     LocalDeliveryRecord,
     LookupStatus,
     Method,
+    PhoneCheck,
     RegionalAdvisory,
     SenderNumber,
     TroubleshootingSession,
@@ -108,6 +109,9 @@ def one_of_each(root: User) -> dict[type, object]:
     )
     record = factories.LocalDeliveryRecordFactory(to=PHONE)
     Token.objects.create(user=root)  # the authtoken app's admin page lists tokens
+    phone_check = PhoneCheck.objects.create(
+        customer=method.customer, session=session, actor=root, matched=False
+    )
     return {
         Method: method,
         type(method.customer): method.customer,
@@ -118,6 +122,7 @@ def one_of_each(root: User) -> dict[type, object]:
         LocalDeliveryRecord: record,
         SenderNumber: SenderNumber.objects.first(),
         RegionalAdvisory: RegionalAdvisory.objects.first(),
+        PhoneCheck: phone_check,
     }
 
 
@@ -184,7 +189,9 @@ def test_customer_search_by_id_name_and_last_digits_of_a_phone(root_client):
         return {c.customer_id for c in response.context["cl"].result_list}
 
     assert found("0177") == {alice.customer.customer_id}
-    assert found("543 210") == {bob.customer.customer_id}
+    assert found("3 210") == {bob.customer.customer_id}
+    # Exactly the last 4 digits (docs/SPEC.md §6): a longer tail matches nothing by phone.
+    assert found("543 210") == set()
     assert found("Alice") == {alice.customer.customer_id}
     assert found(bob.customer.customer_id) == {bob.customer.customer_id}
     assert found("9999") == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 import statistics
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.ats_server import AtsTestServer, ScriptedResponse
+from tests.infra import TrickleHttpServer
 from twosv.ats import (
     AtsError,
     AtsMessage,
@@ -32,13 +34,18 @@ SINCE = NOW - timedelta(hours=24)
 
 
 def client_for(
-    server: AtsTestServer, *, read_timeout: float = 5.0, max_pages: int = 50
+    server: AtsTestServer,
+    *,
+    read_timeout: float = 5.0,
+    max_pages: int = 50,
+    deadline: float = 20.0,
 ) -> HttpAtsClient:
     return HttpAtsClient(
         base_url=server.url,
         token=server.token,
         read_timeout=read_timeout,
         max_pages=max_pages,
+        deadline=deadline,
     )
 
 
@@ -193,6 +200,67 @@ def test_slow_answer_is_a_transient_read_timeout(ats_server: AtsTestServer) -> N
 
     with pytest.raises(AtsTransientError, match="read timeout"):
         client_for(ats_server, read_timeout=0.2).messages(to=PHONE, since=SINCE)
+
+
+# --- The overall deadline of a try ---------------------------------------------------------------
+
+
+def test_a_trickling_answer_ends_at_the_deadline_of_the_try() -> None:
+    # One byte a second never trips a 5 s read timeout: only the overall deadline stops it.
+    with TrickleHttpServer(interval=1.0) as server:
+        client = HttpAtsClient(base_url=server.url, token="t", read_timeout=5, deadline=1.5)
+        started = time.monotonic()
+        with pytest.raises(AtsTransientError) as caught:
+            client.messages(to=PHONE, since=SINCE)
+        elapsed = time.monotonic() - started
+        # The server sees us hang up at its next byte.
+        assert server.wait_for_disconnects(1, timeout=5)
+
+    assert str(caught.value) == "ATS did not finish answering within the 1.5 s deadline"
+    assert 1.5 <= elapsed < 2.7, elapsed
+    assert server.completed == 0
+
+
+def test_the_deadline_covers_every_page_of_a_try(ats_server: AtsTestServer) -> None:
+    # Each page is quick enough on its own; together they are not.
+    ats_server.script(
+        [ScriptedResponse(200, page([], next_cursor=f"c{i}"), delay=0.4) for i in range(10)]
+    )
+    started = time.monotonic()
+
+    with pytest.raises(AtsTransientError, match="within the 1 s deadline"):
+        client_for(ats_server, read_timeout=5, deadline=1.0).messages(to=PHONE, since=SINCE)
+
+    assert time.monotonic() - started < 1.5
+    assert 2 <= len(ats_server.requests) <= 3
+
+
+def test_a_slow_first_byte_is_cut_at_the_deadline_not_the_read_timeout(
+    ats_server: AtsTestServer,
+) -> None:
+    ats_server.script([ScriptedResponse(200, page([]), delay=3)])
+    started = time.monotonic()
+
+    with pytest.raises(AtsTransientError, match=r"within the 0\.5 s deadline"):
+        client_for(ats_server, read_timeout=5, deadline=0.5).messages(to=PHONE, since=SINCE)
+
+    assert time.monotonic() - started < 1.0
+
+
+def test_an_answer_within_the_deadline_is_read_in_full(ats_server: AtsTestServer) -> None:
+    ats_server.page_size = 1
+    for hours in range(3):
+        ats_server.add_message(to=PHONE, created_at=SINCE + timedelta(hours=hours))
+
+    messages = client_for(ats_server, deadline=5).messages(to=PHONE, since=SINCE)
+
+    assert len(messages) == 3
+
+
+@pytest.mark.parametrize("deadline", [0, -1])
+def test_a_try_needs_a_positive_deadline(deadline: float) -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        HttpAtsClient(base_url="https://ats.internal", token="t", deadline=deadline)
 
 
 def test_refused_connection_is_transient(ats_refused_url: str) -> None:

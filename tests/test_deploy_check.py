@@ -38,6 +38,7 @@ def _production(tmp_path: Path, database_url: str) -> dict[str, str]:
         "CSRF_TRUSTED_ORIGINS": "https://twosv.example.com",
         "DATABASE_URL": database_url.format(tmp=tmp_path),
         "STATIC_ROOT": str(tmp_path / "static"),
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
         "LOG_LEVEL": "WARNING",
     }
 

@@ -62,3 +62,26 @@ def test_readyz_is_503_naming_the_broker_when_it_is_down():
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_probes_only_answer_get(path):
     assert Client().post(path).status_code == 405
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_naming_the_cache_when_it_is_down(settings):
+    """The cache on its own Redis, and that Redis gone: every part but the cache answers."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    started = time.monotonic()
+    response = Client().get("/readyz")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["cache"]
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["cache"].startswith("error")
+    assert elapsed < 4, f"readiness took {elapsed:.1f} s with the cache down"

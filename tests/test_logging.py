@@ -225,9 +225,11 @@ def test_a_server_error_logs_neither_the_token_nor_the_number(agent, console, mo
     assert token.key not in output
     assert "4155550123" not in output
     assert "4155550199" not in output
-    (error,) = _lines(console, "django.request")
+    # The API's fault handler logs the traceback (masked); the client got the JSON envelope.
+    (error,) = _lines(console, "crm_plugin.faults")
     assert error["level"] == "ERROR"
     assert "RuntimeError: could not read +•••99" in error["exc_info"]
+    assert response.json()["error"]["code"] == "server_error"
     assert [line["status"] for line in _lines(console, "crm_plugin.request")] == [500]
 
 

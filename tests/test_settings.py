@@ -1,4 +1,4 @@
-"""Start-up configuration: what a deployment with a missing variable does (SPEC 2)."""
+"""Start-up configuration: what a deployment with a missing variable does (docs/SPEC.md §2)."""
 
 import os
 import subprocess
@@ -17,6 +17,7 @@ PRODUCTION = {
     "SECRET_KEY": "a-long-random-production-secret-for-the-test-only-0123456789",
     "ALLOWED_HOSTS": "panel.example.com",
     "DATABASE_URL": "postgres://twosv@db.example.com:5432/twosv",
+    "CACHE_URL": "redis://cache.example.com:6379/1",
 }
 
 
@@ -37,6 +38,18 @@ CASES: dict[str, tuple[dict[str, str], str | None]] = {
     # DATABASE_URL alone means "deployment": DEBUG defaults to off and the secret is required.
     "DATABASE_URL without DEBUG": (_without("DEBUG", "SECRET_KEY"), "SECRET_KEY"),
     "bad duration": (_without(TWOSV_LOCK_DURATION="forever"), "TWOSV_LOCK_DURATION"),
+    # Single-use links and throttles need one cache for every worker.
+    "per-process cache in production": (_without("CACHE_URL"), "CACHE_URL"),
+    # A hard limit below the soft one: the try would be killed before it could record why.
+    "time limits in the wrong order": (
+        _without(CELERY_TASK_SOFT_TIME_LIMIT="90", CELERY_TASK_TIME_LIMIT="60"),
+        "CELERY_TASK_SOFT_TIME_LIMIT",
+    ),
+    # The sweeper would hand a try that is still running to a second worker.
+    "stale-after shorter than a try": (
+        _without(TWOSV_LOOKUP_RUNNING_STALE_AFTER="45s"),
+        "TWOSV_LOOKUP_RUNNING_STALE_AFTER",
+    ),
 }
 # Variables of the test run that must not leak into the child.
 _CLEAN = {

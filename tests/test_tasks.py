@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -255,6 +256,111 @@ def test_a_result_is_dropped_when_a_newer_try_took_over_meanwhile(method: Any) -
     assert not DeliveryAttempt.objects.exists()
 
 
+def test_the_soft_time_limit_during_the_ats_call_is_a_transient_failure_retried(
+    http_ats: AtsTestServer, method: Any
+) -> None:
+    http_ats.add_message(to=PHONE, status="delivered")
+    lookup = make_lookup(method)
+    calls: list[int] = []
+
+    def interrupted_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            # What Celery raises inside the task when CELERY_TASK_SOFT_TIME_LIMIT passes.
+            raise SoftTimeLimitExceeded()
+
+    with pytest.raises(AtsTransientError, match="45 s soft time limit"):
+        services.lookup_run(lookup_id=lookup.pk, client=ChangingClient(interrupted_once))
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries) == ("pending", 1)
+    assert lookup.failure_reason == (
+        "Try 1 of 5 failed: the try ran into the task's 45 s soft time limit; retrying."
+    )
+    assert lookup.enqueued_at is not None
+
+    # The task retries it like any transient error (eager mode runs the retry inline).
+    tasks.delivery_lookup_run.delay(str(lookup.pk))
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.verdict, lookup.tries) == ("succeeded", "delivered", 2)
+
+
+def test_the_task_retries_after_a_soft_time_limit(http_ats: AtsTestServer, method: Any) -> None:
+    http_ats.add_message(to=PHONE, status="delivered")
+    lookup = make_lookup(method)
+    real_run = services.lookup_run
+    runs: list[int] = []
+
+    def run(*, lookup_id: Any) -> Any:
+        runs.append(1)
+        if len(runs) == 1:
+
+            def interrupt() -> None:
+                raise SoftTimeLimitExceeded()
+
+            return real_run(lookup_id=lookup_id, client=ChangingClient(interrupt))
+        return real_run(lookup_id=lookup_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "lookup_run", run)
+        tasks.delivery_lookup_run.delay(str(lookup.pk))
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.verdict, lookup.tries) == ("succeeded", "delivered", 2)
+    assert len(runs) == 2
+
+
+def test_the_soft_time_limit_on_the_last_try_fails_the_lookup(method: Any) -> None:
+    lookup = make_lookup(method, tries=4)
+
+    def interrupt() -> None:
+        raise SoftTimeLimitExceeded()
+
+    services.lookup_run(lookup_id=lookup.pk, client=ChangingClient(interrupt))
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries) == ("failed", 5)
+    assert lookup.failure_reason == (
+        "The ATS still failed after 5 tries: the try ran into the task's 45 s soft time limit."
+    )
+
+
+def test_the_soft_time_limit_outside_the_ats_call_leaves_the_lookup_to_the_sweeper(
+    method: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    lookup = make_lookup(method)
+
+    def stuck(**kwargs: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "lookup_run", stuck)
+        tasks.delivery_lookup_run.delay(str(lookup.pk))
+
+    lookup.refresh_from_db()
+    assert lookup.status == "pending"
+    assert "the sweeper will pick the lookup up" in caplog.text
+
+
+def test_a_redelivered_message_of_a_finished_lookup_is_a_no_op(
+    http_ats: AtsTestServer, method: Any
+) -> None:
+    http_ats.add_message(to=PHONE, status="delivered")
+    lookup = make_lookup(method)
+    tasks.delivery_lookup_run.delay(str(lookup.pk))
+    lookup.refresh_from_db()
+    finished = (lookup.status, lookup.verdict, lookup.tries, lookup.finished_at)
+    assert finished[:3] == ("succeeded", "delivered", 1)
+
+    # Redis hands the unacknowledged message of a killed worker out again, an hour later.
+    tasks.delivery_lookup_run.delay(str(lookup.pk))
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.verdict, lookup.tries, lookup.finished_at) == finished
+    assert len(http_ats.requests) == 1
+    assert lookup.attempts.count() == 1
+
+
 @pytest.mark.parametrize("lookup_id", ["00000000-0000-0000-0000-000000000000", "garbage"])
 def test_an_unknown_lookup_is_ignored(db: None, lookup_id: str) -> None:
     assert services.lookup_run(lookup_id=lookup_id) is None
@@ -366,6 +472,106 @@ def test_the_sweeper_recovers_a_lookup_whose_worker_died(
 
     lookup.refresh_from_db()
     assert (lookup.status, lookup.tries) == ("succeeded", 2)
+
+
+def test_the_sweeper_takes_a_try_for_lost_after_the_running_stale_after_setting(
+    http_ats: AtsTestServer, method: Any, settings: Any
+) -> None:
+    http_ats.add_message(to=PHONE, status="delivered")
+    stale_after = settings.TWOSV_LOOKUP_RUNNING_STALE_AFTER
+    lookup = make_lookup(
+        method,
+        status=LookupStatus.RUNNING,
+        tries=1,
+        created_at=ago(minutes=10),
+        enqueued_at=ago(minutes=10),
+        started_at=timezone.now() - stale_after + timedelta(seconds=10),
+    )
+
+    assert services.lookups_sweep() == 0
+    assert services.lookups_sweep(now=timezone.now() + timedelta(seconds=11)) == 1
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.verdict, lookup.tries) == ("succeeded", "delivered", 2)
+
+
+def test_a_lost_try_goes_back_to_pending_with_its_reason_while_the_broker_is_down(
+    http_ats: AtsTestServer, method: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookup = make_lookup(
+        method,
+        status=LookupStatus.RUNNING,
+        tries=2,
+        created_at=ago(minutes=10),
+        enqueued_at=ago(minutes=3),
+        started_at=ago(minutes=3),
+    )
+    monkeypatch.setattr("twosv.services.lookups.lookup_enqueue", lambda **kwargs: False)
+
+    assert services.lookups_sweep() == 0
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries) == ("pending", 2)
+    assert lookup.failure_reason == "Try 2 of 5 did not finish (its worker was lost); retrying."
+    monkeypatch.undo()
+    # Still lost by its last publish: the next sweep publishes it once the broker is back.
+    http_ats.add_message(to=PHONE, status="delivered")
+    assert services.lookups_sweep() == 1
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries) == ("succeeded", 3)
+
+
+def test_the_sweeper_fails_a_lost_last_try_with_a_readable_reason(
+    http_ats: AtsTestServer, method: Any
+) -> None:
+    lookup = make_lookup(
+        method,
+        status=LookupStatus.RUNNING,
+        tries=5,
+        created_at=ago(minutes=20),
+        started_at=ago(minutes=5),
+    )
+
+    assert services.lookups_sweep() == 0
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries) == ("failed", 5)
+    assert lookup.finished_at is not None
+    assert lookup.failure_reason == (
+        "Gave up after 5 tries: the last try did not finish "
+        "(its worker was lost or the ATS did not answer)."
+    )
+    assert http_ats.requests == []
+
+
+def test_a_slow_worker_whose_try_the_sweeper_released_drops_its_result(
+    method: Any, settings: Any
+) -> None:
+    settings.TWOSV_ATS_BACKEND = "local"
+    lookup = make_lookup(method)
+    message = AtsMessage(
+        id="SM1",
+        to=PHONE,
+        sender="+14803605516",
+        provider="twilio",
+        status="failed",
+        error_code=30007,
+        created_at=ago(minutes=1),
+        updated_at=ago(minutes=1),
+    )
+
+    def the_sweeper_gives_up_on_us() -> None:
+        # Later than the running stale-after: the sweeper releases try 1 and (eager) runs try 2.
+        later = timezone.now() + settings.TWOSV_LOOKUP_RUNNING_STALE_AFTER + timedelta(seconds=1)
+        assert services.lookups_sweep(now=later) == 1
+
+    services.lookup_run(
+        lookup_id=lookup.pk, client=ChangingClient(the_sweeper_gives_up_on_us, [message])
+    )
+
+    lookup.refresh_from_db()
+    assert (lookup.status, lookup.tries, lookup.verdict) == ("succeeded", 2, "not_sent")
+    assert not DeliveryAttempt.objects.exists()
 
 
 def test_the_sweep_uses_the_stale_after_setting(

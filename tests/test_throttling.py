@@ -7,6 +7,7 @@ agent's stolen token); they are not the 2SV resend lock, which lives in the data
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,9 +17,10 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from crm_plugin.api import events, lookups, panel_links, sessions, state
+from crm_plugin.api.throttling import FailOpenScopedRateThrottle
 from tests import factories
 from tests.builders import token_client
-from twosv import services
+from twosv import dependencies, services
 from twosv.models import AuditEntry, TroubleshootingSession
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +30,7 @@ RATES = {
     "agent_read": "3/min",
     "lookup_request": "2/min",
     "verify_phone": "2/min",
+    "session_start": "2/min",
     "producer": "2/min",
 }
 
@@ -58,16 +61,17 @@ def _assert_throttled(response: Any, *, within: int = 60) -> None:
 def test_rates_come_from_settings_and_every_agent_tool_has_a_scope():
     configured = django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
     assert set(configured) == set(RATES)
-    assert (
-        "rest_framework.throttling.ScopedRateThrottle"
-        in (django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"])
-    )
+    assert django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] == [
+        "crm_plugin.api.throttling.FailOpenScopedRateThrottle"
+    ]
+    assert issubclass(FailOpenScopedRateThrottle, ScopedRateThrottle)
     assert state.CustomerTwosvStateApi.throttle_scope == "agent_read"
     assert sessions.SessionDetailApi.throttle_scope == "agent_read"
     assert lookups.LookupDetailApi.throttle_scope == "agent_read"
     assert panel_links.PanelLinkCreateApi.throttle_scope == "agent_read"
     assert lookups.LookupRequestApi.throttle_scope == "lookup_request"
     assert sessions.SessionVerifyPhoneApi.throttle_scope == "verify_phone"
+    assert sessions.SessionCreateApi.throttle_scope == "session_start"
     assert events.EventCreateApi.throttle_scope == "producer"
     assert events.EventBatchApi.throttle_scope == "producer"
 
@@ -176,3 +180,121 @@ def test_producers_are_throttled_on_their_own_account(producer):
 
     assert [r.status_code for r in answers[:2]] == [201, 201]
     _assert_throttled(answers[2])
+
+
+# --- The cache down: throttles fail open, logged and counted ---------------------------------
+
+# Nothing listens on port 1: every cache call is refused at once.
+CACHE_DOWN = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+
+
+@pytest.fixture
+def cache_down(settings: Any) -> Iterator[None]:
+    settings.CACHES = CACHE_DOWN
+    dependencies.reset()
+    yield
+    dependencies.reset()
+
+
+def _outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "twosv.dependencies" and record.levelname == "WARNING"
+    ]
+
+
+def test_with_the_cache_down_reads_go_through_past_the_limit_logged_once_and_counted(
+    agent, customer, cache_down, caplog
+):
+    url = f"/api/v1/customers/{customer.customer_id}/twosv/"
+    client = _client(agent)
+
+    answers = [client.get(url) for _ in range(5)]
+
+    # The limit is 3 a minute: with nothing to count in, all five are served.
+    assert [r.status_code for r in answers] == [200] * 5
+    assert AuditEntry.objects.filter(action="state_read").count() == 5
+    # Each read: the throttle and the advisory settings (read from the database instead).
+    assert dependencies.outage_counts()["cache"] >= 5
+    warnings = _outage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("Cache unavailable (ConnectionError")
+
+
+def test_with_the_cache_down_producers_and_lookups_are_not_throttled(
+    producer, agent, customer, cache_down, django_capture_on_commit_callbacks
+):
+    events_client = _client(producer)
+    bodies = [
+        {
+            "event_id": f"ev-down-{i}",
+            "type": "code_rejected",
+            "customer_id": customer.customer_id,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "data": {"method_id": "m-throttle"},
+        }
+        for i in range(3)
+    ]
+    assert [
+        events_client.post("/api/v1/events/", b, format="json").status_code for b in bodies
+    ] == [
+        201,
+        201,
+        201,
+    ]
+    url = f"/api/v1/customers/{customer.customer_id}/twosv/delivery-lookups/"
+    with django_capture_on_commit_callbacks(execute=False):
+        answers = [_client(agent).post(url, {}, format="json") for _ in range(3)]
+    assert [r.status_code for r in answers] == [202, 200, 200]
+
+
+def test_the_throttle_counts_again_once_the_cache_is_back(agent, customer, settings):
+    url = f"/api/v1/customers/{customer.customer_id}/twosv/"
+    client = _client(agent)
+    settings.CACHES = CACHE_DOWN
+    assert [client.get(url).status_code for _ in range(4)] == [200] * 4
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    dependencies.reset()  # as if the few seconds the cache is skipped after a failure had passed
+
+    answers = [client.get(url) for _ in range(4)]
+    assert [r.status_code for r in answers[:3]] == [200] * 3
+    _assert_throttled(answers[3])
+
+
+def test_only_cache_errors_fail_open_a_bug_still_fails(monkeypatch, agent):
+    """Not a blanket except: an error that isn't the cache being away is not swallowed."""
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    request = Request(APIRequestFactory().get("/"))
+    request.user = agent
+    view = state.CustomerTwosvStateApi()
+    throttle = FailOpenScopedRateThrottle()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(throttle, "cache", type("C", (), {"get": broken})())
+    with pytest.raises(KeyError):
+        throttle.allow_request(request, view)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(throttle, "cache", type("C", (), {"get": refused})())
+    dependencies.reset()
+    assert throttle.allow_request(request, view) is True
+    assert dependencies.outage_counts() == {"cache": 1}
+
+    # For a few seconds after a failure the cache isn't tried at all (nor is the bug reached).
+    monkeypatch.setattr(throttle, "cache", type("C", (), {"get": broken})())
+    assert throttle.allow_request(request, view) is True
+    assert dependencies.outage_counts() == {"cache": 2}

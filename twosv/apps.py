@@ -7,7 +7,16 @@ class TwosvConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
         from django.db.models.signals import post_delete, post_save
+
+        from twosv import checks
+
+        # Also a system check (`manage.py check`), but gunicorn and Celery run no checks: a
+        # worker must not start with timings that hand live tries to a second worker.
+        errors = checks.lookup_timing_errors()
+        if errors:
+            raise ImproperlyConfigured("\n".join(str(error.msg) for error in errors))
 
         from twosv.models import RegionalAdvisory, SenderNumber
 

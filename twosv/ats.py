@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import json
 import random
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -91,6 +93,12 @@ class HttpAtsClient:
 
     Retrying is the caller's business (the Celery task backs off between tries), so
     a slow or failing ATS costs one bounded request, never a hidden retry loop.
+
+    A try (every page of one `messages()` call) has an overall `deadline`: per-phase
+    timeouts alone let a server that trickles a byte at a time hold a try for ever. Each
+    response is streamed and the clock checked between chunks; every phase's timeout is
+    capped at the time left, so a try ends by `deadline` plus at most one `read_timeout`
+    (a read that began just before the deadline).
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class HttpAtsClient:
         token: str,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
+        deadline: float = 20.0,
         max_pages: int = 50,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -109,14 +118,13 @@ class HttpAtsClient:
             raise ValueError("ATS token must not be empty")
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
+        if not deadline > 0:
+            raise ValueError("the deadline of a try must be positive")
         self._url = base_url.rstrip("/") + "/v1/messages"
         self._token = token
-        self._timeout = httpx.Timeout(
-            connect=connect_timeout,
-            read=read_timeout,
-            write=read_timeout,
-            pool=connect_timeout,
-        )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._deadline = deadline
         self._max_pages = max_pages
         self._transport = transport
 
@@ -124,17 +132,23 @@ class HttpAtsClient:
         # Keep the token out of logs and tracebacks.
         return f"HttpAtsClient(url={self._url!r})"
 
+    @property
+    def deadline(self) -> float:
+        """Return the overall deadline of one try, every page included, in seconds."""
+        return self._deadline
+
     def messages(self, *, to: str, since: datetime) -> list[AtsMessage]:
         """Return the messages sent to `to` since `since`, following every cursor.
 
-        Raise `AtsTransientError` for timeouts, connection errors, 5xx and 429, and
-        `AtsPermanentError` for any other refusal or for an answer that breaks the
-        contract, including more than `max_pages` pages.
+        Raise `AtsTransientError` for timeouts (the try's deadline included), connection
+        errors, 5xx and 429, and `AtsPermanentError` for any other refusal or for an answer
+        that breaks the contract, including more than `max_pages` pages.
         """
         if not to:
             raise ValueError("recipient must not be empty")
         if since.tzinfo is None or since.utcoffset() is None:
             raise ValueError("since must be timezone-aware")
+        ends_at = time.monotonic() + self._deadline
         # Whole seconds, rounded down: the period can only grow, never lose a message.
         since_param = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         headers = {
@@ -146,7 +160,6 @@ class HttpAtsClient:
         cursor: str | None = None
         seen_cursors: set[str] = set()
         with httpx.Client(
-            timeout=self._timeout,
             transport=self._transport,
             headers=headers,
             verify=_ssl_context(),
@@ -155,7 +168,7 @@ class HttpAtsClient:
                 params = {"to": to, "since": since_param}
                 if cursor is not None:
                     params["cursor"] = cursor
-                body = self._get_page(http, params, page)
+                body = self._get_page(http, params, page, ends_at)
                 for position, raw in enumerate(body["messages"], start=1):
                     message = _parse_message(raw, page=page, position=position)
                     # A message can move across a page boundary while we page;
@@ -175,11 +188,39 @@ class HttpAtsClient:
             "giving up rather than paging forever"
         )
 
-    def _get_page(self, http: httpx.Client, params: dict[str, str], page: int) -> dict[str, Any]:
-        """Fetch one page and return its checked body."""
+    def _past_deadline(self) -> AtsTransientError:
+        return AtsTransientError(
+            f"ATS did not finish answering within the {self._deadline:g} s deadline"
+        )
+
+    def _timeout(self, ends_at: float) -> httpx.Timeout:
+        """Return the per-phase timeouts, each capped at the time left before `ends_at`."""
+        left = ends_at - time.monotonic()
+        if left <= 0:
+            raise self._past_deadline()
+        connect = min(self._connect_timeout, left)
+        read = min(self._read_timeout, left)
+        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+    def _get_page(
+        self, http: httpx.Client, params: dict[str, str], page: int, ends_at: float
+    ) -> dict[str, Any]:
+        """Fetch one page before `ends_at` (time.monotonic) and return its checked body."""
         try:
-            response = http.get(self._url, params=params)
+            with http.stream(
+                "GET", self._url, params=params, timeout=self._timeout(ends_at)
+            ) as response:
+                self._check_status(response)
+                chunks: list[bytes] = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() >= ends_at:
+                        raise self._past_deadline()
+                content = b"".join(chunks)
         except httpx.TimeoutException as exc:
+            if time.monotonic() >= ends_at - 0.01:
+                # The phase's timeout was cut to the time left: the deadline ran out.
+                raise self._past_deadline() from exc
             raise AtsTransientError(
                 f"ATS did not answer in time ({_timeout_kind(exc)} timeout)"
             ) from exc
@@ -189,7 +230,14 @@ class HttpAtsClient:
             raise AtsTransientError("could not connect to ATS") from exc
         except httpx.TransportError as exc:
             raise AtsTransientError(f"ATS connection failed ({type(exc).__name__})") from exc
+        except httpx.DecodingError as exc:
+            raise AtsPermanentError(
+                f"ATS answered page {page} with a body that could not be decoded"
+            ) from exc
+        return _page_body(content, page)
 
+    def _check_status(self, response: httpx.Response) -> None:
+        """Raise the error a non-2xx answer means; its body is never read."""
         status = response.status_code
         label = f"{status} {response.reason_phrase}".strip()
         if status == 429:
@@ -213,22 +261,25 @@ class HttpAtsClient:
         if not response.is_success:
             raise AtsPermanentError(f"ATS rejected the request ({label})")
 
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise AtsPermanentError(
-                f"ATS answered page {page} with something that is not JSON"
-            ) from exc
-        if not isinstance(body, dict):
-            raise AtsPermanentError(f"ATS page {page} is not a JSON object")
-        if not isinstance(body.get("messages"), list):
-            raise AtsPermanentError(f"ATS page {page} has no 'messages' list")
-        next_cursor = body.get("next_cursor")
-        if next_cursor == "":
-            next_cursor = None
-        if next_cursor is not None and not isinstance(next_cursor, str):
-            raise AtsPermanentError(f"ATS page {page} has a 'next_cursor' that is not a string")
-        return {"messages": body["messages"], "next_cursor": next_cursor}
+
+def _page_body(content: bytes, page: int) -> dict[str, Any]:
+    """Return the checked `messages` and `next_cursor` of a page's JSON body."""
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise AtsPermanentError(
+            f"ATS answered page {page} with something that is not JSON"
+        ) from exc
+    if not isinstance(body, dict):
+        raise AtsPermanentError(f"ATS page {page} is not a JSON object")
+    if not isinstance(body.get("messages"), list):
+        raise AtsPermanentError(f"ATS page {page} has no 'messages' list")
+    next_cursor = body.get("next_cursor")
+    if next_cursor == "":
+        next_cursor = None
+    if next_cursor is not None and not isinstance(next_cursor, str):
+        raise AtsPermanentError(f"ATS page {page} has a 'next_cursor' that is not a string")
+    return {"messages": body["messages"], "next_cursor": next_cursor}
 
 
 @functools.cache
@@ -431,6 +482,10 @@ class LocalAtsClient:
         return found
 
 
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 def ats_client_from_settings() -> AtsClient:
     """Return the ATS client `TWOSV_ATS_BACKEND` names (`http` or `local`), built from settings.
 
@@ -448,6 +503,7 @@ def ats_client_from_settings() -> AtsClient:
                 token=settings.ATS_TOKEN,
                 connect_timeout=settings.ATS_CONNECT_TIMEOUT,
                 read_timeout=settings.ATS_READ_TIMEOUT,
+                deadline=_seconds(settings.ATS_TRY_DEADLINE),
             )
         except ValueError as exc:
             raise AtsPermanentError(f"The ATS is not configured correctly: {exc}") from exc

@@ -2,14 +2,15 @@
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from twosv import sql
 from twosv.models import AuditEntry
 
 
@@ -39,6 +40,11 @@ class AuditAction(StrEnum):
     PANEL_LINK_CREATE = "panel_link_create"
     PANEL_LINK_OPEN = "panel_link_open"
     PERMISSION_DENIED = "permission_denied"
+    ADMIN_ADD = "admin_add"
+    ADMIN_CHANGE = "admin_change"
+    ADMIN_DELETE = "admin_delete"
+    # A late (re-folded) event ended, moved or created a method's active lock.
+    LATE_EVENT_CHANGED_LOCK = "late_event_changed_lock"
 
 
 def audit_record(
@@ -71,8 +77,18 @@ def audit_record(
         db = cursor.db  # looked up once: `connection` is a per-context proxy
         row["created_at"] = db.ops.adapt_datetimefield_value(row["created_at"])
         values = [row[name] for name in AUDIT_COLUMNS]
-        sql.execute_prepared(cursor, "twosv_audit_insert", _INSERT, values)
+        cursor.execute(_INSERT, values)  # plain, not prepared: see twosv/sql.py
         return int(cursor.fetchone()[0])
+
+
+# Refusals of one kind fold into one row per window: a flood can't fill the table.
+REFUSAL_WINDOW = timedelta(minutes=1)
+# What makes two refusals of one actor "of one kind": values our code sets, so few of them.
+# Not the customer, the HTTP method or an event id: the caller writes those, and a flood that
+# varied them would write a row each. The row keeps the first refusal's, and the customers.
+REFUSAL_KEYS = ("view", "code")
+# The customers one row names at most; more are counted, not listed.
+REFUSAL_MAX_CUSTOMERS = 20
 
 
 def audit_refusal(
@@ -85,16 +101,56 @@ def audit_refusal(
     """Record a request refused for the caller's role; return the row's id.
 
     Wrong-role calls are how a leaked producer or agent token shows itself, so the API, the
-    event endpoints and the panel all write them here, in one shape.
+    event endpoints and the panel all write them here, in one shape. At a bounded rate: the
+    first refusal of a kind (actor, view, code) writes a row with ``details.count`` 1; each
+    further one inside ``REFUSAL_WINDOW`` of that row adds to its ``count``, sets ``last_at``
+    and adds its customer to ``customers`` (up to ``REFUSAL_MAX_CUSTOMERS``, then
+    ``customers_truncated``) instead of writing a row. The row is found and locked in the
+    database (SELECT ... FOR UPDATE), so every process and worker adds to the same count; two
+    first refusals racing may each write a row, never more than one per process at once.
     """
-    return audit_record(
-        actor=actor,
-        action=AuditAction.PERMISSION_DENIED,
-        result="refused",
-        customer_ref=customer_ref,
-        details=details,
-        context=context,
-    )
+    user = actor if isinstance(actor, User) else None
+    now = timezone.now()
+    kind = {key: details[key] for key in REFUSAL_KEYS if key in details}
+    with transaction.atomic():
+        latest = (
+            AuditEntry.objects.select_for_update()
+            .filter(
+                action=AuditAction.PERMISSION_DENIED,
+                created_at__gt=now - REFUSAL_WINDOW,
+                actor_id=user.pk if user is not None else None,
+                **{f"details__{key}": value for key, value in kind.items()},
+            )
+            .exclude(
+                Q.create(
+                    [("details__has_key", key) for key in REFUSAL_KEYS if key not in kind],
+                    connector=Q.OR,
+                )
+            )
+            .order_by("-created_at", "-id")
+            .only("id", "details")
+            .first()
+        )
+        if latest is not None:
+            folded = dict(latest.details)
+            folded["count"] = int(folded.get("count", 1)) + 1
+            folded["last_at"] = now.isoformat()
+            customers = list(folded.get("customers", []))
+            if customer_ref and customer_ref not in customers:
+                if len(customers) < REFUSAL_MAX_CUSTOMERS:
+                    folded["customers"] = [*customers, customer_ref]
+                else:
+                    folded["customers_truncated"] = True
+            AuditEntry.objects.filter(pk=latest.pk).update(details=folded)
+            return latest.pk
+        return audit_record(
+            actor=actor,
+            action=AuditAction.PERMISSION_DENIED,
+            result="refused",
+            customer_ref=customer_ref,
+            details={**details, "count": 1, "customers": [customer_ref] if customer_ref else []},
+            context=context,
+        )
 
 
 # Every agent read writes a row, so the insert is hand-written (docs/performance.md has what the

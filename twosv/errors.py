@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     NO_PHONE_NUMBER = "no_phone_number"
     INVALID_PHONE_NUMBER = "invalid_phone_number"
     TOO_MANY_TRIES = "too_many_tries"
+    TOO_MANY_PHONE_CHECKS = "too_many_phone_checks"
     SESSION_CLOSED = "session_closed"
     BATCH_TOO_LARGE = "batch_too_large"
     UNKNOWN_FIELD = "unknown_field"

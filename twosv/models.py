@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from twosv import vocabulary
@@ -420,3 +421,51 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action}"
+
+
+class SpentNonce(models.Model):
+    """The nonce of a single-use signed token (a panel link) that was used: it can't be again.
+
+    Kept in the database, not the cache: a link stays single-use and still opens while the
+    cache is down. A row is needed only while its token could still verify; rows past
+    `expires_at` are deleted as new ones are written.
+    """
+
+    nonce = models.CharField(max_length=64, primary_key=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"spent until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PhoneCheck(models.Model):
+    """One phone-number check an agent ran for a customer: what the per-customer limit counts.
+
+    Counted in the database, under the customer's row lock, so the limit holds across sessions,
+    agents and processes (a cache can be down, or per process). ``matched`` is None for a number
+    that couldn't be parsed: that is a try too. Never the number typed.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="phone_checks")
+    session = models.ForeignKey(
+        TroubleshootingSession,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="phone_checks",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    matched = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["customer", "created_at"], name="phone_check_customer_idx"),
+        ]
+
+    def __str__(self) -> str:
+        result = "invalid" if self.matched is None else ("match" if self.matched else "mismatch")
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {result}"

@@ -10,7 +10,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import F, Q, Value
 
-from twosv import engine, policy, sql
+from twosv import engine, policy
+from twosv.dependencies import CACHE_ERRORS, record_outage, skip_while_down
 from twosv.errors import Conflict, ErrorCode, NotFound
 from twosv.masking import MaskedPhone, mask_phone
 from twosv.models import (
@@ -198,7 +199,8 @@ def _readable(number: str) -> str:
 
 ADVISORY_CACHE_KEY = "twosv:advisory-settings:v1"
 # A safety net only: saves and deletes invalidate the entry at once (twosv/apps.py). Processes
-# that don't share a cache (the default local-memory cache) may lag this long.
+# that don't share a cache (the default local-memory cache) may lag this long, and so may an
+# entry whose invalidation failed because the cache was unreachable at the time.
 ADVISORY_CACHE_SECONDS = 60
 
 
@@ -207,18 +209,37 @@ def advisory_settings() -> tuple[tuple[str, ...], dict[str, str]]:
 
     Every state read needs both admin-managed lists and they change rarely: they are cached.
     On a miss they come in one UNION query, so even a cold cache keeps the state endpoint
-    within its budget of 8 queries for a session-authenticated caller.
+    within its budget of 8 queries for a session-authenticated caller. A cache that is down
+    is a miss: the lists come from the database (counted and logged, twosv.dependencies), and
+    writing them back is not attempted, so the request pays for one failed cache call at most
+    (none for a few seconds after a failure).
     """
-    cached: tuple[tuple[str, ...], dict[str, str]] | None = cache.get(ADVISORY_CACHE_KEY)
+    if skip_while_down("cache"):
+        return _advisory_settings_query()
+    try:
+        cached: tuple[tuple[str, ...], dict[str, str]] | None = cache.get(ADVISORY_CACHE_KEY)
+    except CACHE_ERRORS as exc:
+        record_outage("cache", exc, fallback="advisory settings read from the database")
+        return _advisory_settings_query()
     if cached is None:
         cached = _advisory_settings_query()
-        cache.set(ADVISORY_CACHE_KEY, cached, ADVISORY_CACHE_SECONDS)
+        try:
+            cache.set(ADVISORY_CACHE_KEY, cached, ADVISORY_CACHE_SECONDS)
+        except CACHE_ERRORS as exc:
+            record_outage("cache", exc, fallback="advisory settings not cached")
     return cached
 
 
 def advisory_settings_forget() -> None:
-    """Drop the cached advisory settings: an admin changed a sender number or an advisory."""
-    cache.delete(ADVISORY_CACHE_KEY)
+    """Drop the cached advisory settings: an admin changed a sender number or an advisory.
+
+    With the cache down there is nothing to drop that a reader could see now; an entry that
+    survives the outage expires within ADVISORY_CACHE_SECONDS. The admin's change stands.
+    """
+    try:
+        cache.delete(ADVISORY_CACHE_KEY)
+    except CACHE_ERRORS as exc:
+        record_outage("cache", exc, fallback="advisory settings not invalidated")
 
 
 def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
@@ -246,9 +267,10 @@ def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
 
 # The customer, their methods and each method's latest lookup, in one statement. Hand-written:
 # building the three ORM queries this replaces cost many times the statements' own time
-# (docs/performance.md), and the state read is the agents' most frequent request. On PostgreSQL it
-# runs prepared (twosv.sql.execute_prepared). Portable SQL (PostgreSQL and SQLite); the correlated
-# subquery walks lookup_method_latest_idx.
+# (docs/performance.md), and the state read is the agents' most frequent request. It runs as a
+# plain parameterized query, not a prepared statement: those are session state, which a pooler in
+# transaction mode shares between clients and an ALTER TABLE invalidates (twosv/sql.py). Portable
+# SQL (PostgreSQL and SQLite); the correlated subquery walks lookup_method_latest_idx.
 _CUSTOMER_COLUMNS = ModelColumns(Customer, "c")
 _METHOD_COLUMNS = ModelColumns(Method, "m")
 _LOOKUP_COLUMNS = ModelColumns(DeliveryLookup, "l")
@@ -285,7 +307,7 @@ def _state_rows(
     """Return the customer (`customer` if given), their methods and each method's latest
     lookup (by method pk)."""
     with connection.cursor() as cursor:
-        sql.execute_prepared(cursor, f"twosv_state_by_{key}", _STATE_SQL_BY[key], [value])
+        cursor.execute(_STATE_SQL_BY[key], [value])
         rows = cursor.fetchall()
         db = cursor.db
     if not rows:

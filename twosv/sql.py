@@ -1,66 +1,18 @@
-"""Hand-written SQL for the agents' hottest paths: prepared statements and joined-row models.
+"""Hand-written SQL for the agents' hottest paths: joined rows read back as model instances.
 
-Used where `make bench` showed the ORM's or the database's per-statement work to dominate a
-request; everything else goes through the ORM.
+Used where `make bench` showed the ORM's per-statement work to dominate a request; everything
+else goes through the ORM. The statements run as plain parameterized queries (``cursor.execute``):
+no session state (PREPARE, SET, temporary tables) that a pooler in transaction mode
+(PgBouncer's ``pool_mode = transaction``) would hand to another client, and no cached plan that
+an ``ALTER TABLE`` under live traffic could invalidate (docs/performance.md).
 """
 
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.expressions import Col
-
-# Per raw PostgreSQL connection, the names of the statements prepared on it. Keyed weakly on the
-# psycopg2 connection itself: when Django reconnects, the new connection starts empty, as the
-# new database session does.
-_prepared: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
-
-
-def execute_prepared(cursor: Any, name: str, sql: str, params: Sequence[Any]) -> None:
-    """Run `sql` (``%s`` placeholders) with `params`, on PostgreSQL as a prepared statement.
-
-    PostgreSQL parses and plans every statement it is sent; for the state read that was most of
-    the statement's server time (docs/performance.md). The statement is prepared on first use
-    in each database session and executed by name after.
-    PREPARE outlives a rolled-back transaction, so the bookkeeping cannot go stale that way.
-    Session-level statements do not survive a pooler in transaction mode (PgBouncer's
-    ``pool_mode = transaction``): connect directly, or in session mode.
-    """
-    db = cursor.db  # the cursor's own connection: `connection` is a per-context lookup
-    if db.vendor != "postgresql":
-        cursor.execute(sql, params)
-        return
-    names = _prepared.setdefault(db.connection, set())
-    if name not in names:
-        _prepare(cursor, name, sql)
-        names.add(name)
-    statement = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
-    try:
-        cursor.execute(statement, params)
-    except DatabaseError as error:
-        if getattr(error.__cause__, "pgcode", None) != _INVALID_SQL_STATEMENT_NAME:
-            raise
-        # Someone ran DEALLOCATE (or DISCARD ALL) on this session. Forget what it had; outside
-        # a transaction prepare again at once, inside one the transaction is lost anyway and the
-        # next use prepares again.
-        names.clear()
-        if db.in_atomic_block:
-            raise
-        _prepare(cursor, name, sql)
-        names.add(name)
-        cursor.execute(statement, params)
-
-
-_INVALID_SQL_STATEMENT_NAME = "26000"
-
-
-def _prepare(cursor: Any, name: str, sql: str) -> None:
-    numbered = sql.split("%s")
-    text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], start=1))
-    cursor.execute(f"PREPARE {name} AS {text}{numbered[-1]}")
 
 
 class ModelColumns:

@@ -1,8 +1,9 @@
 """Celery tasks: thin wrappers that take ids, call a service, and retry transient ATS errors.
 
-Every wait here stays far below the Redis visibility timeout (tests/test_celery_settings.py
-checks it): a countdown longer than that makes Redis hand the message out again while the
-first copy still waits, and the task runs again, in a loop.
+Every wait here stays far below the Redis visibility timeout (twosv/checks.py refuses to start
+otherwise): a countdown longer than that makes Redis hand the message out again while the
+first copy still waits, and the task runs again, in a loop. Every task runs under Celery's
+soft and hard time limits (CELERY_TASK_SOFT_TIME_LIMIT, CELERY_TASK_TIME_LIMIT).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import random
 
 from celery import Task, shared_task
-from celery.exceptions import Retry
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from twosv import services
 from twosv.ats import AtsTransientError, backoff_seconds
@@ -47,9 +48,22 @@ def retry_countdown(
     ignore_result=True,
 )
 def delivery_lookup_run(self: Task, lookup_id: str) -> Retry | None:
-    """Run one try of the delivery lookup; retry a transient ATS error after a backoff."""
+    """Run one try of the delivery lookup; retry a transient ATS error after a backoff.
+
+    The soft time limit interrupting the ATS call counts as a transient error (`lookup_run`
+    records it for the try); anywhere else, the lookup row says where it stands and the sweeper
+    takes it from there.
+    """
     try:
         services.lookup_run(lookup_id=lookup_id)
+    except SoftTimeLimitExceeded:
+        logger.warning(
+            "Delivery lookup %s: the task hit its soft time limit outside the ATS call; "
+            "the sweeper will pick the lookup up.",
+            lookup_id,
+            extra={"lookup_id": lookup_id},
+        )
+        return None
     except AtsTransientError as exc:
         countdown = retry_countdown(self.request.retries, exc.retry_after)
         logger.info(

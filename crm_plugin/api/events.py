@@ -117,13 +117,15 @@ class EventResultOutput(serializers.Serializer):
     method = MethodOutput(allow_null=True)
 
 
-def _ingest(validated: dict[str, Any]) -> services.IngestResult:
+def _ingest(request: Request, validated: dict[str, Any]) -> services.IngestResult:
     return services.event_ingest(
         event_id=validated["event_id"],
         event_type=validated["type"],
         customer_id=validated["customer_id"],
         occurred_at=validated["occurred_at"],
         data=validated["data"],
+        actor=acting_user(request),
+        context=audit_context(request),
     )
 
 
@@ -170,7 +172,7 @@ class EventCreateApi(AuditedApiView):
         serializer = EventInput(data=_request_data(request))
         serializer.is_valid(raise_exception=True)
         try:
-            result = _ingest(serializer.validated_data)
+            result = _ingest(request, serializer.validated_data)
         except Forbidden as exc:
             _audit_forbidden(request, serializer.validated_data, exc)
             raise
@@ -225,7 +227,11 @@ class EventBatchApi(AuditedApiView):
             results.append(rejected)
             if validated is not None:
                 valid.append(validated)
-        ingested = iter(services.events_ingest_batch(events=valid))
+        ingested = iter(
+            services.events_ingest_batch(
+                events=valid, actor=acting_user(request), context=audit_context(request)
+            )
+        )
         inputs = iter(valid)
         now = timezone.now()
         states: dict[int, dict[str, Any] | None] = {}

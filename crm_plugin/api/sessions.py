@@ -103,6 +103,9 @@ class SessionCreateInput(StrictSerializer):
 
 class SessionCreateApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
+    # Sessions are cheap to open, and each one brings a phone check's per-session tries: capped
+    # per agent like the other agent tools (the per-customer limit lives in the database).
+    throttle_scope = "session_start"
 
     @extend_schema(
         request=SessionCreateInput,
@@ -186,7 +189,11 @@ class SessionVerifyPhoneApi(AuditedApiView):
         responses={
             200: VerifyPhoneOutput,
             409: error_response("The session is closed, or its method has no phone number."),
-            429: error_response("The session's tries are used up, or the agent is throttled."),
+            429: error_response(
+                "The session's tries are used up (too_many_tries), or the customer's, across "
+                "all sessions and agents in 24 h (too_many_phone_checks), or the agent is "
+                "throttled (throttled)."
+            ),
         },
         summary="Check the number the caller says against the one on file",
     )

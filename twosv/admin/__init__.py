@@ -10,8 +10,13 @@ Django's autodiscover imports this package; importing the modules below register
 from django.contrib import admin
 
 from twosv.admin import customers, records
+from twosv.admin import phone_checks as phone_checks  # registers PhoneCheck
+from twosv.admin.auditing import audit_auth_admins
 
 __all__ = ["customers", "records"]
 
 # The main admin index links to the insights page (see the template).
 admin.site.index_template = "admin/twosv/index.html"
+
+# Every admin change is audited (docs/SPEC.md §6), granting a role (a group) included.
+audit_auth_admins()

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from twosv.admin.actions import lift_lock, run_delivery_lookup
+from twosv.admin.auditing import AuditedAdminMixin
 from twosv.admin.common import (
     PhoneTailSearchMixin,
     locked_now,
@@ -61,12 +62,12 @@ class MethodInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
+class CustomerAdmin(AuditedAdminMixin, PhoneTailSearchMixin, admin.ModelAdmin):
     phone_tail_lookup = "methods__phone_number__endswith"
     phone_tail_may_duplicate = True
     list_display = ["customer_id", "display_name", "method_count", "created_at"]
     search_fields = ["customer_id", "display_name"]
-    search_help_text = _("Customer id, name, or the last digits of a phone number.")
+    search_help_text = _("Customer id, name, or the last 4 digits of a phone number.")
     inlines = [MethodInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
@@ -123,7 +124,7 @@ METHOD_FIELDS = (
 
 
 @admin.register(Method)
-class MethodAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
+class MethodAdmin(AuditedAdminMixin, PhoneTailSearchMixin, admin.ModelAdmin):
     phone_tail_lookup = "phone_number__endswith"
     list_display = [
         "method_id",
@@ -138,7 +139,7 @@ class MethodAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
     list_filter = ["kind", "role", LockedNowFilter]
     list_select_related = ["customer"]
     search_fields = ["method_id", "customer__customer_id", "customer__display_name"]
-    search_help_text = _("Method id, customer id or name, or the last digits of a phone number.")
+    search_help_text = _("Method id, customer id or name, or the last 4 digits of a phone number.")
     actions = [lift_lock, run_delivery_lookup]
     fields = METHOD_FIELDS
     readonly_fields = tuple(name for name in METHOD_FIELDS if name not in METHOD_EDITABLE)

@@ -10,6 +10,7 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from twosv.admin.auditing import AuditedAdminMixin
 from twosv.admin.common import PhoneTailSearchMixin, ReadOnlyAdminMixin
 from twosv.admin.exports import AuditEntryResource, CsvExportMixin, TroubleshootingSessionResource
 from twosv.admin.insights_page import insights_page
@@ -193,26 +194,26 @@ class AuditEntryAdmin(CsvExportMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SenderNumber)
-class SenderNumberAdmin(admin.ModelAdmin):
+class SenderNumberAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["phone_number", "label", "active"]
     list_filter = ["active"]
 
 
 @admin.register(RegionalAdvisory)
-class RegionalAdvisoryAdmin(admin.ModelAdmin):
+class RegionalAdvisoryAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["region", "message", "active", "created_at"]
     list_filter = ["active"]
 
 
 @admin.register(LocalDeliveryRecord)
-class LocalDeliveryRecordAdmin(PhoneTailSearchMixin, admin.ModelAdmin):
+class LocalDeliveryRecordAdmin(AuditedAdminMixin, PhoneTailSearchMixin, admin.ModelAdmin):
     """Messages of the local ATS backend (demo and development data)."""
 
     phone_tail_lookup = "to__endswith"
     list_display = ["created_at", "recipient", "sender", "provider", "status", "error_code"]
     list_filter = ["status", "provider"]
     search_fields = ["=external_id"]
-    search_help_text = _("Exact external id, or the last digits of the recipient's number.")
+    search_help_text = _("Exact external id, or the last 4 digits of the recipient's number.")
 
     @admin.display(description=_("to"), ordering="to")
     def recipient(self, record: LocalDeliveryRecord) -> str:

@@ -4,6 +4,10 @@ Both go through one core: lock the methods named (`_methods_locked`), resolve ea
 method (`_event_method`), fold it into the projection in memory (`_event_fold`), and store
 every touched method once (`_methods_store`). Only the writes differ: one event is inserted
 through the ORM (its row is answered), a batch's as rows with one INSERT.
+
+A late event (one that sorts before events already folded) re-folds its method. When that
+re-fold ends, moves or creates the lock active now, the core writes an audit entry naming the
+producer (`actor`): a backdated event can change a lock, but never without a trace.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from twosv import policy
+from twosv.audit import NO_CONTEXT, AuditAction, AuditContext, audit_record
 from twosv.errors import Conflict, DomainError, ErrorCode
 from twosv.models import Customer, Event, EventType, Method
 from twosv.selectors import lock_policy, method_projection
 from twosv.services import locking
 from twosv.services.event_rows import EventRow, events_insert
 from twosv.services.projection import (
+    active_lock_change,
     apply_method_attributes,
     enrolled_method,
     method_refold,
@@ -65,6 +73,16 @@ class _MethodInFlight:
     refold: bool = False
     snapshot: Method | None = None
     number_changed: bool = False
+    # The first event that arrived late (its id and type), which put the method up for a re-fold.
+    late_event: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class _Producer:
+    """Who sent the events, for the audit entry of a late event that changes a lock."""
+
+    actor: User | None = None
+    context: AuditContext = NO_CONTEXT
 
 
 def _methods_locked(method_ids: Iterable[str]) -> dict[str, _MethodInFlight]:
@@ -138,6 +156,9 @@ def _event_fold(
     if not entry.refold and policy.is_in_order(entry.projection, fold_event):
         entry.projection, outcome = policy.apply(entry.projection, fold_event, rules)
     else:
+        if not entry.refold:
+            # entry.projection stays as it was before this event: the re-fold is compared to it.
+            entry.late_event = (event_id, event_type)
         entry.refold = True
     entry.number_changed |= apply_method_attributes(entry.method, event_type, occurred_at, data)
     entry.touched = True
@@ -145,14 +166,46 @@ def _event_fold(
     return outcome
 
 
-def _methods_store(entries: Iterable[_MethodInFlight]) -> None:
+def _methods_store(entries: Iterable[_MethodInFlight], producer: _Producer) -> None:
     """Write each touched method once, after its events: re-folded if due, else as folded."""
     touched = [entry for entry in entries if entry.touched]
     phone_checks_forget({entry.method.customer_id for entry in touched if entry.number_changed})
     for entry in touched:
         if entry.refold:
+            before = entry.projection
             entry.projection = method_refold(method=entry.method)
+            _late_lock_change_audit(entry, before, producer)
         store_projection(entry.method, entry.projection)
+
+
+def _late_lock_change_audit(
+    entry: _MethodInFlight, before: policy.Projection, producer: _Producer
+) -> None:
+    """Audit a re-fold that ended, moved or created the method's lock active now.
+
+    `before` is the projection as it stood before the first late event; in-order events that
+    lock a method are the fold itself and are not audited here.
+    """
+    change = active_lock_change(before, entry.projection, timezone.now())
+    if change is None or entry.late_event is None:
+        return
+    result, lock_before, lock_after = change
+    event_id, event_type = entry.late_event
+    audit_record(
+        actor=producer.actor,
+        action=AuditAction.LATE_EVENT_CHANGED_LOCK,
+        result=result,
+        customer_ref=entry.owner,
+        obj=entry.method,
+        details={
+            "event_id": event_id,
+            "event_type": event_type,
+            "method_id": entry.method.method_id,
+            "lock_before": lock_before,
+            "lock_after": lock_after,
+        },
+        context=producer.context,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,17 +220,21 @@ def event_ingest(
     customer_id: str,
     occurred_at: datetime,
     data: dict[str, Any],
+    actor: User | None = None,
+    context: AuditContext = NO_CONTEXT,
 ) -> IngestResult:
     """Store one producer event and fold it into its method's projection.
 
     A replayed ``event_id`` answers ``duplicate`` and changes nothing. An event naming an
     unknown method, a method of another customer, or enrolling an existing method_id raises
-    Conflict and stores nothing.
+    Conflict and stores nothing. `actor` (the producer) and `context` are named in the audit
+    entry of a late event that changes the method's active lock.
     """
     cleaned = event_data_clean(event_type, data)
+    producer = _Producer(actor, context)
     try:
         with transaction.atomic():
-            return _ingest_locked(event_id, event_type, customer_id, occurred_at, cleaned)
+            return _ingest_locked(event_id, event_type, customer_id, occurred_at, cleaned, producer)
     except IntegrityError:
         # Lost a race on a unique key (the same event_id, or the same new method_id, inserted
         # by a concurrent request): answer as the winner's state says.
@@ -199,6 +256,7 @@ def _ingest_locked(
     customer_id: str,
     occurred_at: datetime,
     data: dict[str, Any],
+    producer: _Producer,
 ) -> IngestResult:
     methods = _methods_locked([data["method_id"]])
     # No duplicate check here: a replayed event_id fails the INSERT below on the unique key and
@@ -234,7 +292,7 @@ def _ingest_locked(
         data=data,
         outcome=outcome,
     )
-    _methods_store([entry])
+    _methods_store([entry], producer)
     return IngestResult("accepted", event, method)
 
 
@@ -243,7 +301,12 @@ def _ingest_locked(
 # ---------------------------------------------------------------------------------------------
 
 
-def events_ingest_batch(*, events: list[dict[str, Any]]) -> list[BatchItemResult]:
+def events_ingest_batch(
+    *,
+    events: list[dict[str, Any]],
+    actor: User | None = None,
+    context: AuditContext = NO_CONTEXT,
+) -> list[BatchItemResult]:
     """Store a batch of producer events in one transaction; answer each as event_ingest would.
 
     Each item is ``{event_id, type, customer_id, occurred_at, data}``, already envelope-checked.
@@ -251,8 +314,10 @@ def events_ingest_batch(*, events: list[dict[str, Any]]) -> list[BatchItemResult
     methods named are row-locked together in pk order, the events inserted with one INSERT and
     each touched method updated once; a method that receives an event out of order is re-folded
     from its history. If a concurrent request wins a unique key (a new event_id or method_id),
-    the batch is rolled back and replayed event by event through event_ingest.
+    the batch is rolled back and replayed event by event through event_ingest. `actor` and
+    `context` as for event_ingest.
     """
+    producer = _Producer(actor, context)
     results: list[BatchItemResult | None] = [None] * len(events)
     cleaned: dict[int, dict[str, Any]] = {}
     for index, item in enumerate(events):
@@ -262,16 +327,16 @@ def events_ingest_batch(*, events: list[dict[str, Any]]) -> list[BatchItemResult
             results[index] = BatchItemResult("rejected", error=exc)
     try:
         with transaction.atomic():
-            _ingest_batch_locked(events, cleaned, results)
+            _ingest_batch_locked(events, cleaned, results, producer)
     except IntegrityError:
         # A concurrent request inserted one of our event_ids, method_ids or customers between
         # our checks and our INSERTs: replay one by one, each answered from the winner's state.
         for index in cleaned:
-            results[index] = _ingest_one_of_batch(events[index])
+            results[index] = _ingest_one_of_batch(events[index], producer)
     return [result for result in results if result is not None]
 
 
-def _ingest_one_of_batch(item: dict[str, Any]) -> BatchItemResult:
+def _ingest_one_of_batch(item: dict[str, Any], producer: _Producer) -> BatchItemResult:
     try:
         result = event_ingest(
             event_id=item["event_id"],
@@ -279,6 +344,8 @@ def _ingest_one_of_batch(item: dict[str, Any]) -> BatchItemResult:
             customer_id=item["customer_id"],
             occurred_at=item["occurred_at"],
             data=item["data"],
+            actor=producer.actor,
+            context=producer.context,
         )
     except DomainError as exc:
         return BatchItemResult("rejected", error=exc)
@@ -289,6 +356,7 @@ def _ingest_batch_locked(
     events: list[dict[str, Any]],
     cleaned: dict[int, dict[str, Any]],
     results: list[BatchItemResult | None],
+    producer: _Producer,
 ) -> None:
     methods = _methods_locked(data["method_id"] for data in cleaned.values())
     # Read after the locks, so that events a concurrent writer committed for them are seen.
@@ -337,7 +405,7 @@ def _ingest_batch_locked(
         return
     _batch_create_methods([e for e in methods.values() if e.new and e.touched])
     events_insert(to_insert)
-    _methods_store(methods.values())
+    _methods_store(methods.values(), producer)
 
 
 def _batch_duplicate(

@@ -2,9 +2,10 @@
 
 Locks are taken in one order across all services, so two transactions never wait on each
 other in a circle: **methods** (several at once in pk order), then **the troubleshooting
-session**, then **the delivery lookup**. A service that needs rows of two kinds takes them in
-that order; today each service locks rows of one kind only, and writes to the others (the
-sessions' phone check, a new lookup) come after the method's lock.
+session**, then **the delivery lookup**, then **the customer**. A service that needs rows of two
+kinds takes them in that order; today only the phone check locks two (its session, then its
+customer, to count the customer's checks), and writes to the others (the sessions' phone check,
+a new lookup) come after the method's lock.
 
 ``of=("self",)`` wherever a related row is joined in: it locks the row named and not the
 joined ones (locking a customer would serialize all of its methods for nothing).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from twosv.models import DeliveryLookup, Method, TroubleshootingSession
+from twosv.models import Customer, DeliveryLookup, Method, TroubleshootingSession
 
 
 def methods_for_update(*, method_ids: Iterable[str]) -> list[Method]:
@@ -65,3 +66,13 @@ def lookup_with_method_for_update(*, pk: uuid.UUID) -> DeliveryLookup | None:
         .filter(pk=pk)
         .first()
     )
+
+
+def customer_lock(*, pk: int) -> None:
+    """Lock the customer row to serialize its phone checks, whatever the session or agent.
+
+    FOR NO KEY UPDATE (PostgreSQL): two phone checks of one customer wait on each other, while
+    rows that merely reference the customer (events, methods, sessions, audit) are still
+    inserted, since their foreign-key checks take FOR KEY SHARE, which this doesn't block.
+    """
+    Customer.objects.select_for_update(no_key=True).filter(pk=pk).values_list("pk").first()

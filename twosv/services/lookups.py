@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -45,21 +46,23 @@ from twosv.selectors import customer_method, subject_method
 from twosv.services import locking
 from twosv.services.enqueue import lookup_enqueue
 
-#
 lookup_log = logging.getLogger("twosv.lookups")
 
 LOOKUP_IN_FLIGHT = (LookupStatus.PENDING, LookupStatus.RUNNING)
 LOOKUP_FINISHED = (LookupStatus.SUCCEEDED, LookupStatus.FAILED)
 # A sweep publishes at most this many lookups; the next sweep takes the rest.
 LOOKUP_SWEEP_BATCH = 500
-# How many times TWOSV_LOOKUP_STALE_AFTER a try may run before its worker is taken for lost.
-LOOKUP_RUNNING_STALE_FACTOR = 5
+LOOKUP_LOST_TRY = "the last try did not finish (its worker was lost or the ATS did not answer)."
 
 
 def lookup_running_stale_after() -> timedelta:
-    """Return how long a try may stay running before the sweeper takes its worker for lost."""
-    stale_after: timedelta = settings.TWOSV_LOOKUP_STALE_AFTER
-    return stale_after * LOOKUP_RUNNING_STALE_FACTOR
+    """Return how long a try may stay running before the sweeper takes its worker for lost.
+
+    TWOSV_LOOKUP_RUNNING_STALE_AFTER: longer than Celery's hard time limit, which ends every
+    live try sooner (twosv/checks.py refuses to start otherwise).
+    """
+    running_stale_after: timedelta = settings.TWOSV_LOOKUP_RUNNING_STALE_AFTER
+    return running_stale_after
 
 
 def _lookup_recipient(method: Method) -> str:
@@ -323,15 +326,7 @@ def lookup_run(
         if lookup.tries >= max_tries:
             # No try left: the last one never finished (its worker was lost, or the ATS hung
             # it), or TWOSV_LOOKUP_MAX_TRIES was lowered meanwhile.
-            last = (
-                "the last try did not finish (its worker was lost or the ATS did not answer)."
-                if lookup.status == LookupStatus.RUNNING
-                else lookup.failure_reason or "no tries left."
-            )
-            lookup.status = LookupStatus.FAILED
-            lookup.finished_at = now
-            lookup.failure_reason = f"Gave up after {lookup.tries} tries: {last}"[:500]
-            lookup.save(update_fields=["status", "finished_at", "failure_reason"])
+            _lookup_give_up(lookup, now=now)
             return lookup
         lookup.status = LookupStatus.RUNNING
         lookup.tries += 1
@@ -343,22 +338,34 @@ def lookup_run(
         messages = (client or ats_client_from_settings()).messages(
             to=_lookup_recipient(method), since=lookup.period_start
         )
-    except AtsTransientError as exc:
+    except (AtsTransientError, SoftTimeLimitExceeded) as exc:
+        # Celery's soft time limit interrupting the ATS call is one more transient failure:
+        # recorded for this try, retried like the others.
+        reason = (
+            str(exc)
+            if isinstance(exc, AtsTransientError)
+            else (
+                "the try ran into the task's "
+                f"{settings.CELERY_TASK_SOFT_TIME_LIMIT:g} s soft time limit"
+            )
+        )
         if this_try >= max_tries:
             _lookup_close_try(
                 lookup,
                 this_try,
                 status=LookupStatus.FAILED,
-                failure_reason=f"The ATS still failed after {this_try} tries: {exc}.",
+                failure_reason=f"The ATS still failed after {this_try} tries: {reason}.",
             )
             return lookup
         if _lookup_close_try(
             lookup,
             this_try,
             status=LookupStatus.PENDING,
-            failure_reason=f"Try {this_try} of {max_tries} failed: {exc}; retrying.",
+            failure_reason=f"Try {this_try} of {max_tries} failed: {reason}; retrying.",
         ):
-            raise
+            if isinstance(exc, AtsTransientError):
+                raise
+            raise AtsTransientError(reason) from exc
         return lookup
     except AtsPermanentError as exc:
         _lookup_close_try(lookup, this_try, status=LookupStatus.FAILED, failure_reason=f"{exc}.")
@@ -383,13 +390,60 @@ def lookup_run(
     return lookup
 
 
+def _lookup_give_up(lookup: DeliveryLookup, *, now: datetime) -> None:
+    """Fail the lookup (locked by the caller) that has no try left, saying why."""
+    last = (
+        LOOKUP_LOST_TRY
+        if lookup.status == LookupStatus.RUNNING
+        else lookup.failure_reason or "no tries left."
+    )
+    lookup.status = LookupStatus.FAILED
+    lookup.finished_at = now
+    lookup.failure_reason = f"Gave up after {lookup.tries} tries: {last}"[:500]
+    lookup.save(update_fields=["status", "finished_at", "failure_reason"])
+
+
+def _lookup_running_lost(stuck: datetime) -> Q:
+    """Match the lookups whose try has run since before `stuck`: its worker was lost."""
+    return Q(status=LookupStatus.RUNNING) & (
+        Q(started_at__lt=stuck) | Q(started_at__isnull=True, created_at__lt=stuck)
+    )
+
+
+def _lookup_release_lost_try(pk: uuid.UUID, *, stuck: datetime, now: datetime) -> str | None:
+    """Close the lost try of a lookup; return its new status, None if it moved on meanwhile.
+
+    With tries left the lookup goes back to pending (to be published again); without, it
+    fails with a readable reason. A worker that was only slow finds its try closed and drops
+    its result (`_lookup_close_try`).
+    """
+    max_tries: int = settings.TWOSV_LOOKUP_MAX_TRIES
+    with transaction.atomic():
+        lookup = locking.lookup_for_update(pk=pk)
+        if lookup is None or lookup.status != LookupStatus.RUNNING:
+            return None
+        if (lookup.started_at or lookup.created_at) >= stuck:
+            return None
+        if lookup.tries >= max_tries:
+            _lookup_give_up(lookup, now=now)
+        else:
+            lookup.status = LookupStatus.PENDING
+            lookup.failure_reason = (
+                f"Try {lookup.tries} of {max_tries} did not finish (its worker was lost); retrying."
+            )
+            lookup.save(update_fields=["status", "failure_reason"])
+        return str(lookup.status)
+
+
 def lookups_sweep(*, now: datetime | None = None) -> int:
     """Publish again the lookups that look lost; return how many were published.
 
     Lost: pending for longer than TWOSV_LOOKUP_STALE_AFTER since it was last published (the
-    broker was down, or the message was lost), or running for far longer than a try takes
-    (the worker died). Stop at the first publish that fails: the broker is down, and the
-    next sweep tries again.
+    broker was down, or the message was lost), or running for longer than
+    TWOSV_LOOKUP_RUNNING_STALE_AFTER (the worker died: a live try ends sooner, at Celery's
+    hard time limit). A lost try goes back to pending and is published again, or fails the
+    lookup when it was the last. Stop at the first publish that fails: the broker is down,
+    the lookups stay pending, and the next sweep tries again.
     """
     now = now or timezone.now()
     stale = now - settings.TWOSV_LOOKUP_STALE_AFTER
@@ -397,21 +451,27 @@ def lookups_sweep(*, now: datetime | None = None) -> int:
     pending_lost = Q(status=LookupStatus.PENDING) & (
         Q(enqueued_at__lt=stale) | Q(enqueued_at__isnull=True, created_at__lt=stale)
     )
-    running_lost = Q(status=LookupStatus.RUNNING) & (
-        Q(started_at__lt=stuck) | Q(started_at__isnull=True, created_at__lt=stuck)
-    )
     due = list(
-        DeliveryLookup.objects.filter(pending_lost | running_lost)
+        DeliveryLookup.objects.filter(pending_lost | _lookup_running_lost(stuck))
         .order_by("created_at")
-        .values_list("pk", flat=True)[:LOOKUP_SWEEP_BATCH]
+        .values_list("pk", "status")[:LOOKUP_SWEEP_BATCH]
     )
-    published = 0
-    for lookup_id in due:
+    published = failed = 0
+    for lookup_id, status in due:
+        if status == LookupStatus.RUNNING:
+            released = _lookup_release_lost_try(lookup_id, stuck=stuck, now=now)
+            if released == LookupStatus.FAILED:
+                failed += 1
+            if released != LookupStatus.PENDING:
+                continue
         if not lookup_enqueue(lookup_id=lookup_id):
             break
         published += 1
     if due:
         lookup_log.info(
-            "Delivery lookup sweep: %d found lost, %d published again.", len(due), published
+            "Delivery lookup sweep: %d found lost, %d published again, %d failed (no try left).",
+            len(due),
+            published,
+            failed,
         )
     return published

@@ -109,6 +109,28 @@ def fold_into(method: Method, event: Event) -> None:
     store_projection(method, projection)
 
 
+def active_lock_change(
+    before: policy.Projection, after: policy.Projection, now: datetime
+) -> tuple[str, dict[str, str] | None, dict[str, str] | None] | None:
+    """Say how the lock active at `now` differs between two projections of one method.
+
+    Return ``(change, lock_before, lock_after)`` with change ``ended``, ``moved`` (other times)
+    or ``created``, each lock as ISO times or None; None when the active lock is the same.
+    """
+    was, now_is = _active_lock(before, now), _active_lock(after, now)
+    if was == now_is:
+        return None
+    change = "created" if was is None else ("ended" if now_is is None else "moved")
+    return change, was, now_is
+
+
+def _active_lock(projection: policy.Projection, now: datetime) -> dict[str, str] | None:
+    lock = projection.lock
+    if lock is None or not lock.active_at(now):
+        return None
+    return {"locked_at": lock.locked_at.isoformat(), "locked_until": lock.locked_until.isoformat()}
+
+
 def method_refold(*, method: Method) -> policy.Projection:
     """Recompute the method's projection from its whole history and fix each event's outcome."""
     events = list(

@@ -3,6 +3,7 @@ caller's phone number, and closes it with an outcome."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import phonenumbers
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from twosv.audit import NO_CONTEXT, AuditAction, AuditContext, audit_record
 from twosv.errors import Conflict, ErrorCode, InvalidInput, TooManyTries
-from twosv.models import Customer, Method, TroubleshootingSession
+from twosv.models import Customer, Method, PhoneCheck, TroubleshootingSession
 from twosv.selectors import customer_method, customer_twosv_state, subject_method
 from twosv.services import locking
 
@@ -116,28 +117,42 @@ def session_verify_phone(
 
     The subject method (P in docs/SPEC.md) is the method being troubleshot, read under the session's
     row lock so a concurrent method switch can't slip in between. Every call, even an
-    unparseable number, uses one of the session's tries, so the number on file can't be
-    guessed by brute force.
+    unparseable number, uses one of the session's tries and one of the customer's, so the
+    number on file can't be guessed by brute force: at most TWOSV_PHONE_VERIFY_MAX_TRIES a
+    session, and TWOSV_PHONE_VERIFY_MAX_PER_CUSTOMER a customer in the window across every
+    session and agent (new sessions don't reset it). The customer's tries are PhoneCheck rows,
+    counted under the customer's row lock, so concurrent checks can't pass the limit. A refused
+    try stores nothing but its audit entry.
     """
     max_tries = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
+    refusal: TooManyTries | None = None
+    match: bool | None = None
     with transaction.atomic():
         locked = _open_session_for_update(session)
-        customer_ref = locked.customer.customer_id
-        method = subject_method(customer=locked.customer, chosen=locked.method, now=timezone.now())
+        customer = locked.customer
+        method = subject_method(customer=customer, chosen=locked.method, now=timezone.now())
         if method is None or not method.phone_number:
             raise Conflict(
                 "The method being troubleshot has no phone number.", code=ErrorCode.NO_PHONE_NUMBER
             )
-        exhausted = locked.phone_verify_tries >= max_tries
-        match: bool | None = None
-        if exhausted:
+        details: dict[str, Any] = {"method_id": method.method_id}
+        if locked.phone_verify_tries >= max_tries:
+            refusal = TooManyTries(
+                f"The number was checked {max_tries} times in this session; no more tries.",
+                code=ErrorCode.TOO_MANY_TRIES,
+            )
+        else:
+            customer_tries, refusal = _customer_phone_checks(customer)
+            details["customer_tries"] = customer_tries
+        if refusal is not None:
             # Refused after the block commits: raising in here would roll this entry back.
             audit_record(
                 actor=actor,
                 action=AuditAction.PHONE_VERIFY,
-                result="too_many_tries",
-                customer_ref=customer_ref,
+                result=str(refusal.code),
+                customer_ref=customer.customer_id,
                 obj=locked,
+                details=details,
                 context=context,
             )
         else:
@@ -146,22 +161,30 @@ def session_verify_phone(
             if match is not None:
                 locked.phone_number_matches = match
             locked.save(update_fields=["phone_verify_tries", "phone_number_matches", "updated_at"])
+            PhoneCheck.objects.create(
+                customer=customer,
+                session=locked,
+                actor=actor,
+                created_at=timezone.now(),
+                matched=match,
+            )
             result = "invalid" if match is None else ("match" if match else "mismatch")
             # The result only: never the number typed, which may be a guess at a real one.
             audit_record(
                 actor=actor,
                 action=AuditAction.PHONE_VERIFY,
                 result=result,
-                customer_ref=customer_ref,
+                customer_ref=customer.customer_id,
                 obj=locked,
-                details={"method_id": method.method_id, "try": locked.phone_verify_tries},
+                details={
+                    **details,
+                    "try": locked.phone_verify_tries,
+                    "customer_tries": details["customer_tries"] + 1,
+                },
                 context=context,
             )
-    if exhausted:
-        raise TooManyTries(
-            f"The number was checked {max_tries} times in this session; no more tries.",
-            code=ErrorCode.TOO_MANY_TRIES,
-        )
+    if refusal is not None:
+        raise refusal
     session.refresh_from_db()
     if match is None:
         raise InvalidInput(
@@ -170,6 +193,27 @@ def session_verify_phone(
             field="phone_number",
         )
     return match
+
+
+def _customer_phone_checks(customer: Customer) -> tuple[int, TooManyTries | None]:
+    """Lock the customer and count its phone checks in the window; refuse one over the limit.
+
+    Return the count so far, and the refusal when no try is left. The row lock holds until the
+    caller's transaction ends, so its PhoneCheck is written before the next check counts.
+    """
+    limit: int = settings.TWOSV_PHONE_VERIFY_MAX_PER_CUSTOMER
+    window: timedelta = settings.TWOSV_PHONE_VERIFY_CUSTOMER_WINDOW
+    locking.customer_lock(pk=customer.pk)
+    since = timezone.now() - window
+    count = PhoneCheck.objects.filter(customer=customer, created_at__gt=since).count()
+    if count < limit:
+        return count, None
+    hours = window / timedelta(hours=1)
+    return count, TooManyTries(
+        f"This customer's number was checked {limit} times in the last {hours:g} h, across all "
+        "sessions and agents; no more tries for now.",
+        code=ErrorCode.TOO_MANY_PHONE_CHECKS,
+    )
 
 
 def phone_numbers_match(spoken: str, stored_e164: str) -> bool | None:

@@ -1,0 +1,163 @@
+"""An HTTP server that answers at once and then trickles the body out, byte by byte.
+
+Every read the client makes gets a byte before any per-read (socket) timeout fires, so only
+an overall deadline stops the client. The default body is an empty ATS page
+(docs/SPEC.md §3: `{"messages": [], "next_cursor": null}`), so an ATS client parses it if it waits.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+from tests.infra.ports import HOST
+
+EMPTY_ATS_PAGE = json.dumps({"messages": [], "next_cursor": None}).encode()
+
+
+class TrickleHttpServer:
+    """Serve 200 + headers at once, then `chunk_size` bytes of `body` every `interval` s."""
+
+    def __init__(
+        self,
+        *,
+        body: bytes = EMPTY_ATS_PAGE,
+        interval: float = 1.0,
+        chunk_size: int = 1,
+        status: int = 200,
+        content_type: str = "application/json",
+        headers_delay: float = 0.0,
+    ) -> None:
+        self.body = body
+        self.interval = interval
+        self.chunk_size = chunk_size
+        self.status = status
+        self.content_type = content_type
+        self.headers_delay = headers_delay
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._paths: list[str] = []
+        self._bytes_sent = 0
+        self._completed = 0
+        self._disconnects = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # Lifecycle
+
+    def start(self) -> Self:
+        self._stopping.clear()
+        self._httpd = ThreadingHTTPServer((HOST, 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="trickle-http-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; handlers still trickling stop at their next byte."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the trickle server is not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Return the base URL (for ATS_BASE_URL); any path and method GET is served."""
+        return f"http://{HOST}:{self.port}"
+
+    # What happened
+
+    @property
+    def paths(self) -> list[str]:
+        """Return the request paths (with query) received so far."""
+        with self._lock:
+            return list(self._paths)
+
+    @property
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return self._bytes_sent
+
+    @property
+    def completed(self) -> int:
+        """Return how many responses were sent in full."""
+        with self._lock:
+            return self._completed
+
+    @property
+    def disconnects(self) -> int:
+        """Return how many clients hung up before the body was sent in full."""
+        with self._lock:
+            return self._disconnects
+
+    def wait_for_disconnects(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until `count` clients hung up early (seen at the next byte written)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.disconnects >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # Handler side
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self._paths.append(handler.path)
+        if self._stopping.wait(self.headers_delay):
+            return
+        handler.send_response(self.status)
+        handler.send_header("Content-Type", self.content_type)
+        handler.send_header("Content-Length", str(len(self.body)))
+        handler.end_headers()
+        handler.wfile.flush()
+        try:
+            for start in range(0, len(self.body), self.chunk_size):
+                if start and self._stopping.wait(self.interval):
+                    return
+                handler.wfile.write(self.body[start : start + self.chunk_size])
+                handler.wfile.flush()
+                with self._lock:
+                    self._bytes_sent += len(self.body[start : start + self.chunk_size])
+        except (BrokenPipeError, ConnectionResetError):
+            with self._lock:
+                self._disconnects += 1
+            return
+        with self._lock:
+            self._completed += 1
+
+
+def _make_handler(server: TrickleHttpServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            server._serve(self)
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
