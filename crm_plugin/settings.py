@@ -290,6 +290,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=45)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
 TWOSV_LOOKUP_SWEEP_INTERVAL = env_duration("TWOSV_LOOKUP_SWEEP_INTERVAL", "30s")
+# Eager mode has no beat: the dev server runs the schedule itself (twosv/scheduler.py).
+TWOSV_EMBEDDED_BEAT = env.bool("TWOSV_EMBEDDED_BEAT", default=CELERY_TASK_ALWAYS_EAGER)
 CELERY_BEAT_SCHEDULE = {
     "delivery-lookup-sweep": {
         "task": "twosv.tasks.delivery_lookup_sweep",

@@ -1,4 +1,7 @@
-"""`runserver`, which stays on loopback while the embedded default's generated key is in use.
+"""`runserver`, which stays on loopback on the embedded default's key, and runs its beat.
+
+With tasks eager (the embedded default) there is no Celery beat: this server runs the beat
+schedule itself (twosv/scheduler.py), so what production's beat does happens here too.
 
 The embedded default (DEBUG, no ``SECRET_KEY`` set) signs panel links and sessions with a key
 kept in ``var/secret_key`` of this checkout. That key is for a developer's own machine: served
@@ -52,3 +55,15 @@ class Command(StaticfilesRunserver):
                 f"({self.addr}) only."
             )
         super().run(**options)
+
+    def inner_run(self, *args: Any, **options: Any) -> None:
+        # inner_run is the serving process (the child, under the autoreloader): beat runs here.
+        if settings.TWOSV_EMBEDDED_BEAT:
+            from twosv.scheduler import embedded_beat_from_settings
+
+            embedded_beat_from_settings().start()
+            self.stdout.write(
+                "Embedded beat: the periodic tasks (lookup sweeper, ...) run in this process, "
+                "at least once a minute."
+            )
+        super().inner_run(*args, **options)
