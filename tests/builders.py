@@ -198,3 +198,24 @@ def token_client(user: Any, **defaults: Any) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+def enter_panel(client: Any, user: Any) -> None:
+    """Sign `client` in to the sidebar panel as `user`, as entering through a link leaves it.
+
+    The panel's `force_login` (issue 16: the panel has an identity of its own, not Django's
+    login): bound to the user's API token (made if they have none yet), for
+    CRM_PANEL_SESSION_TTL.
+    """
+    from django.test import RequestFactory
+
+    from crm_plugin.http import links
+    from crm_plugin.panel import identity
+
+    token, _ = Token.objects.get_or_create(user=user)
+    request = RequestFactory().post("/panel/enter/")
+    request.session = client.session
+    credential = links.credential_fingerprint(user, token)
+    identity.panel_identity_begin(request, agent=user, credential=credential)
+    request.session.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = request.session.session_key

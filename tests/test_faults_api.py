@@ -14,7 +14,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from tests import factories
-from tests.builders import event
+from tests.builders import enter_panel, event
 from twosv.models import AuditEntry, Event, TroubleshootingSession
 
 STATE_URL = "/api/v1/customers/{}/twosv/"
@@ -145,7 +145,7 @@ def test_an_event_post_without_the_database_answers_503_and_stores_nothing(produ
 def test_the_panel_shows_a_plain_error_page(client, settings, monkeypatch, agent):
     settings.DEBUG = False
     client.raise_request_exception = False
-    client.force_login(agent)
+    enter_panel(client, agent)
     customer = factories.CustomerFactory()
 
     def fail(*args, **kwargs):

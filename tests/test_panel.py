@@ -2,6 +2,8 @@
 
 The page is driven with Django's test client over the demo data of `manage.py demo_load`; the
 suite-wide fixture in conftest.py fails any test whose responses carry a full phone number.
+Links are entered by POSTing their token (the entry page's script does it in a browser; issue 16,
+tests/test_security_review_panel.py); `builders.enter_panel` is the panel's `force_login`.
 """
 
 import json
@@ -23,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from crm_plugin.http.links import PANEL_LINK_SALT
 from tests import factories
+from tests.builders import enter_panel
 from twosv.models import AuditEntry, TroubleshootingSession
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +38,18 @@ STEP = re.compile(r'data-step="([a-z0-9_]+)"')
 
 def panel_url(customer_id: str, action: str = "") -> str:
     return f"/panel/customers/{customer_id}/{action}"
+
+
+def link_token(url: str) -> str:
+    """Return the token of a panel link: in its fragment (``#token=``), never its query."""
+    return parse_qs(urlsplit(url).fragment)["token"][0]
+
+
+def open_link(browser: Client, url: str) -> Any:
+    """Open a panel link as the entry page does: GET the page, then POST the link's token."""
+    page = browser.get(urlsplit(url).path)
+    assert page.status_code == 200
+    return browser.post("/panel/enter/", {"token": link_token(url)})
 
 
 def step_of(response: Any) -> str:
@@ -99,8 +114,8 @@ class PanelDriver:
 
 @pytest.fixture
 def panel(client: Client, agent: Any, django_capture_on_commit_callbacks: Any) -> PanelDriver:
-    """A browser session signed in as the agent, as a panel link leaves it."""
-    client.force_login(agent)
+    """A browser session signed in to the panel as the agent, as a panel link leaves it."""
+    enter_panel(client, agent)
     return PanelDriver(client, django_capture_on_commit_callbacks)
 
 
@@ -124,13 +139,14 @@ def test_a_panel_link_signs_the_agent_in_and_opens_the_customer(agent_client, ag
 
     parts = urlsplit(body["url"])
     assert (parts.scheme, parts.netloc, parts.path) == ("http", "testserver", "/panel/enter/")
-    assert set(parse_qs(parts.query)) == {"token"}
+    assert parts.query == ""
+    assert set(parse_qs(parts.fragment)) == {"token"}
     expires_at = parse_datetime(body["expires_at"])
     assert expires_at is not None
     assert abs(expires_at - (timezone.now() + timedelta(minutes=5))) < timedelta(seconds=5)
 
     browser = Client()
-    response = browser.get(body["url"])
+    response = open_link(browser, body["url"])
     assert response.status_code == 302
     assert response["Location"] == "/panel/customers/crm-42/"
     page = browser.get(response["Location"])
@@ -138,12 +154,16 @@ def test_a_panel_link_signs_the_agent_in_and_opens_the_customer(agent_client, ag
     assert page.wsgi_request.user == agent
     assert "Ada Lovelace" in page.content.decode()
     actions = set(AuditEntry.objects.values_list("action", flat=True))
-    assert {"panel_link_create", "panel_link_open", "session_start", "state_read"} <= actions
+    assert {"panel_link_create", "panel_link_open", "state_read"} <= actions
+    # The troubleshooting session starts with the agent's first answer, a POST.
+    assert "session_start" not in actions
+    browser.post(panel_url("crm-42", "answer/"), {"field": "has_device_access", "value": "yes"})
+    assert AuditEntry.objects.filter(action="session_start", actor=agent).count() == 1
 
 
 def test_the_link_names_the_agent_and_the_customer_under_its_own_salt(agent_client, agent):
     factories.CustomerFactory(customer_id="crm-42")
-    token = parse_qs(urlsplit(link_for(agent_client, "crm-42")["url"]).query)["token"][0]
+    token = link_token(link_for(agent_client, "crm-42")["url"])
 
     payload = signing.loads(token, salt=PANEL_LINK_SALT, max_age=300)
 
@@ -158,11 +178,11 @@ def test_a_link_expires_after_five_minutes(agent_client):
         late = link_for(agent_client, "crm-42")["url"]
         in_time = link_for(agent_client, "crm-42")["url"]
         traveller.shift(timedelta(minutes=4, seconds=59))
-        assert Client().get(in_time).status_code == 302
+        assert open_link(Client(), in_time).status_code == 302
         traveller.shift(timedelta(seconds=2))
 
         browser = Client()
-        response = browser.get(late)
+        response = open_link(browser, late)
 
     assert response.status_code == 403
     assert "expired" in response.content.decode()
@@ -188,10 +208,10 @@ def test_a_link_expires_after_five_minutes(agent_client):
 )
 def test_a_tampered_link_is_refused(agent_client, tamper):
     factories.CustomerFactory(customer_id="crm-42")
-    token = parse_qs(urlsplit(link_for(agent_client, "crm-42")["url"]).query)["token"][0]
+    token = link_token(link_for(agent_client, "crm-42")["url"])
 
     browser = Client()
-    response = browser.get("/panel/enter/", {"token": tamper(token)})
+    response = browser.post("/panel/enter/", {"token": tamper(token)})
 
     assert response.status_code == 403
     assert browser.get(panel_url("crm-42")).status_code == 403
@@ -202,8 +222,8 @@ def test_a_link_opens_once(agent_client):
     factories.CustomerFactory(customer_id="crm-42")
     url = link_for(agent_client, "crm-42")["url"]
 
-    assert Client().get(url).status_code == 302
-    assert Client().get(url).status_code == 403
+    assert open_link(Client(), url).status_code == 302
+    assert open_link(Client(), url).status_code == 403
 
 
 def test_only_support_agents_get_links(producer_client, staff_client):
@@ -229,7 +249,7 @@ def test_an_agent_who_lost_the_role_cant_open_their_link(agent_client, agent):
     url = link_for(agent_client, "crm-42")["url"]
     agent.groups.clear()
 
-    assert Client().get(url).status_code == 403
+    assert open_link(Client(), url).status_code == 403
     assert AuditEntry.objects.filter(action="panel_link_open", result="not_an_agent").exists()
 
 
@@ -266,6 +286,7 @@ def test_the_panel_may_be_framed_by_the_configured_crm_only(panel, settings, age
         panel.get("nobody"),
         Client().get(panel_url("crm-42")),
         Client().get("/panel/enter/", {"token": "forged"}),
+        Client().post("/panel/enter/", {"token": "forged"}),
     ):
         policy = response["Content-Security-Policy"]
         directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
@@ -444,26 +465,30 @@ def test_a_pending_lookup_is_polled_through_the_status_fragment(load_demo, panel
 def test_one_session_per_customer_and_agent_until_closed(load_demo, panel):
     load_demo("demo-sms-only", "demo-india")
     panel.get("demo-sms-only")
-    panel.get("demo-sms-only")
-    panel.get("demo-india")
+    assert not TroubleshootingSession.objects.exists()  # a GET starts none
+    panel.answer("demo-sms-only", "has_device_access", "yes")
+    panel.answer("demo-sms-only", "has_device_access", "yes")
+    panel.answer("demo-india", "has_device_access", "yes")
     assert TroubleshootingSession.objects.count() == 2
 
     other = Client()
-    other.force_login(factories.UserFactory(username="agent2", groups=["support_agent"]))
-    other.get(panel_url("demo-sms-only"))
+    enter_panel(other, factories.UserFactory(username="agent2", groups=["support_agent"]))
+    other.post(panel_url("demo-sms-only", "answer/"), {"field": "has_device_access", "value": "no"})
     assert TroubleshootingSession.objects.count() == 3
 
     panel.post("demo-sms-only", "close/", {"outcome": "escalated"})
     page = panel.answer("demo-sms-only", "has_device_access", "yes")
     assert "This session is closed." in page.content.decode()
-    panel.post("demo-sms-only", "new-session/", {})
+    page = panel.post("demo-sms-only", "new-session/", {})
+    assert "Session closed" not in page.content.decode()
+    panel.answer("demo-sms-only", "has_device_access", "yes")
     assert TroubleshootingSession.objects.filter(closed_at__isnull=True).count() == 3
 
 
 def test_posts_need_the_csrf_token(load_demo, agent):
     load_demo("demo-sms-only")
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(agent)
+    enter_panel(browser, agent)
     browser.get(panel_url("demo-sms-only"))
     data = {"field": "has_device_access", "value": "yes"}
 
@@ -475,7 +500,8 @@ def test_posts_need_the_csrf_token(load_demo, agent):
 
 def test_bad_form_input_changes_nothing(load_demo, panel):
     load_demo("demo-sms-only")
-    panel.get("demo-sms-only")
+    panel.answer("demo-sms-only", "has_device_access", "yes")
+    panel.post("demo-sms-only", "answers/reset/", {})
     for action, data in [
         ("answer/", {"field": "has_device_access", "value": "maybe"}),
         ("answer/", {"field": "phone_number_matches", "value": "yes"}),

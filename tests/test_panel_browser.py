@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.conf import settings
@@ -103,9 +104,10 @@ def panel_link(context: Any, live_server: Any, token: str, customer_id: str) -> 
 
 
 def open_panel(context: Any, live_server: Any, token: str, customer_id: str) -> Any:
+    """Open a link as the CRM does: the entry page's script posts the token from the fragment."""
     page = context.new_page()
     page.goto(panel_link(context, live_server, token, customer_id))
-    assert page.url.endswith(f"/panel/customers/{customer_id}/")
+    page.wait_for_url(f"**/panel/customers/{customer_id}/")
     return page
 
 
@@ -235,6 +237,42 @@ def test_a_lookup_in_flight_updates_by_itself(context, live_server, agent_token,
     # The page polls the status fragment and reloads itself with the verdict.
     expect(page.locator("#lookup .verdict")).to_have_text("Delivered")
     expect(page.locator("#lookup-status")).to_have_attribute("data-status", "succeeded")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry: the link's token never travels in a URL (issue 16, finding 15)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_link_token_stays_out_of_every_url_the_browser_sends(
+    context, live_server, agent_token, tmp_path
+):
+    load_demo(tmp_path, "demo-sms-only")
+    sent: list[str] = []
+    context.on("request", lambda request: sent.append(request.url))
+
+    # The link as the API gives it: the token in the fragment, posted by the entry page.
+    link = panel_link(context, live_server, agent_token, "demo-sms-only")
+    token = parse_qs(urlsplit(link).fragment)["token"][0]
+    page = context.new_page()
+    page.goto(link)
+    page.wait_for_url("**/panel/customers/demo-sms-only/")
+    expect_step(page, "ask_device_access")
+    assert any(url.endswith("/panel/enter/") for url in sent)
+    assert not [url for url in sent if token in url]
+    page.go_back()  # history keeps the entry page without its token
+    assert token not in page.url
+    assert "#" not in page.url
+
+    # A link in the older ?token= form still opens, and leaves the address bar and history too.
+    old = panel_link(context, live_server, agent_token, "demo-sms-only")
+    old_token = parse_qs(urlsplit(old).fragment)["token"][0]
+    page = context.new_page()
+    page.goto(f"{live_server.url}/panel/enter/?{urlencode({'token': old_token})}")
+    page.wait_for_url("**/panel/customers/demo-sms-only/")
+    expect_step(page, "ask_device_access")
+    page.go_back()
+    assert "token" not in page.url
 
 
 # ---------------------------------------------------------------------------------------------

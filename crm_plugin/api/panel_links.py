@@ -1,4 +1,8 @@
-"""Panel links: the CRM asks for a signed URL that opens the sidebar panel for its agent."""
+"""Panel links: the CRM asks for a signed URL that opens the sidebar panel for its agent.
+
+The URL is ``/panel/enter/#token=...``: the token is in the fragment, which the browser keeps to
+itself; the entry page posts it (crm_plugin/http/links.py).
+"""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -37,13 +41,25 @@ class PanelLinkCreateApi(AuditedApiView):
         request=PanelLinkInput,
         responses={201: PanelLinkOutput, 404: error_response("No customer with this id.")},
         summary="A signed URL (valid 5 minutes, once) that opens the panel for this agent",
+        description=(
+            "The URL is `/panel/enter/#token=...`: load it in the agent's browser (the CRM's "
+            "sidebar frame). The token is in the fragment, which the browser never sends; the "
+            "page posts it and opens the customer's panel for at most `CRM_PANEL_SESSION_TTL` "
+            "(8 h), ending early when the agent's token is revoked or rotated, the agent is "
+            "deactivated or leaves `support_agent`."
+        ),
     )
     def post(self, request: Request) -> Response:
         serializer = PanelLinkInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         customer = access_customer(customer_id=serializer.validated_data["customer_id"])
+        agent = acting_user(request)
         link = links.panel_link_issue(
-            agent=acting_user(request), customer=customer, context=audit_context(request)
+            agent=agent,
+            customer=customer,
+            # The panel session ends when this token is revoked or rotated.
+            credential=links.credential_fingerprint(agent, request.auth),
+            context=audit_context(request),
         )
         url = request.build_absolute_uri(links.panel_link_path(link))
         return Response(

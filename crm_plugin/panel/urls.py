@@ -5,7 +5,7 @@ from crm_plugin.panel import views
 app_name = "panel"
 
 urlpatterns = [
-    # The signed token travels in the query string: the request log leaves that out.
+    # GET: the entry page (the link's token is in the URL's fragment); POST: enter the panel.
     path("enter/", views.panel_enter, name="enter"),
     path("customers/<str:customer_id>/", views.customer_panel, name="customer"),
     path("customers/<str:customer_id>/answer/", views.answer, name="answer"),

@@ -1,8 +1,11 @@
 """The CRM sidebar panel: server-rendered pages over the same selectors and services as the API.
 
 Thin views: each parses a form, calls a selector or a service, and renders or redirects (POST,
-then redirect, then GET). The panel keeps one troubleshooting session per customer for the agent
-signed in, its id in the Django session. Every response carries the panel's CSP, whose
+then redirect, then GET). The agent is the panel's own identity (identity.py), entered by POSTing a
+signed link and checked again on every request; every action counts against the API's throttle
+for the same work (throttling.py). No GET writes anything but audit rows: a troubleshooting
+session starts with the agent's first action (a POST), and the panel keeps one per customer for
+the agent, its id in the Django session. Every response carries the panel's CSP, whose
 ``frame-ancestors`` lets the CRM (``CRM_PANEL_FRAME_ANCESTORS``) frame it, and no X-Frame-Options.
 """
 
@@ -12,18 +15,18 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from crm_plugin.http import links
 from crm_plugin.http.context import acting_user, audit_context
-from crm_plugin.panel import forms
+from crm_plugin.panel import forms, identity, throttling
 from twosv import services
 from twosv.audit import audit_refusal
 from twosv.errors import DomainError, NotFound
@@ -33,7 +36,7 @@ from twosv.vocabulary import IN_FLIGHT_LOOKUP_STATUSES
 
 View = Callable[..., HttpResponse]
 
-SESSIONS_KEY = "twosv_panel_sessions"
+SESSIONS_KEY = identity.REMEMBERED_SESSIONS_KEY
 # An agent's Django session remembers this many customers' troubleshooting sessions at most.
 REMEMBERED_CUSTOMERS = 50
 ALTERNATIVE_LABELS = {
@@ -43,8 +46,14 @@ ALTERNATIVE_LABELS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Headers and access
+# Headers, access and throttles
 # ---------------------------------------------------------------------------------------------
+
+# The API's throttle scopes (crm_plugin/api) for the same work; None: the API has none either.
+READ = "agent_read"  # the state, a session's answers, a lookup's status
+LOOKUP = "lookup_request"
+VERIFY_PHONE = "verify_phone"
+SESSION_START = "session_start"
 
 
 def panel_content_security_policy() -> str:
@@ -74,34 +83,64 @@ def panel_frame(view: View) -> View:
     return xframe_options_exempt(never_cache(wrapped))
 
 
-def panel_agent_view(view: View) -> View:
-    """Let support agents in (403 page otherwise) and answer an unknown customer with 404."""
+def panel_agent_view(scope: str | None) -> Callable[[View], View]:
+    """Let the panel's agent in, counted under the API's throttle `scope`.
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        user = request.user
-        if not links.is_panel_agent(user):
-            if user.is_authenticated:
-                audit_refusal(
-                    actor=user,
-                    customer_ref=str(kwargs.get("customer_id", ""))[:64],
-                    details={"method": request.method, "view": f"panel.{view.__name__}"},
-                    context=audit_context(request),
-                )
-            return render(request, "panel/denied.html", status=403)
-        try:
-            return view(request, *args, **kwargs)
-        except DomainError as exc:
-            customer_id = kwargs.get("customer_id")
-            if request.method == "POST" and customer_id and exc.code != "unknown_customer":
-                # A refused action (closed session, tries used up, ...): say why on the page.
-                messages.error(request, exc.message)
-                return redirect(reverse("panel:customer", args=[customer_id]) + "#step")
-            if isinstance(exc, NotFound):
-                return render(request, "panel/not_found.html", status=404)
-            raise
+    Nobody in the panel, or a panel session that ended: a 403 page (a refusal by someone known
+    is audited). Over the rate: a 429 page with Retry-After. An unknown customer: a 404 page.
+    """
 
-    return panel_frame(wrapped)
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            access = identity.panel_agent(request)
+            if access.agent is None:
+                return _refused(request, view, access, kwargs.get("customer_id", ""))
+            # The panel's agent acts in this request; Django's login (an admin's) stays as it is.
+            request.user = access.agent
+            try:
+                throttling.throttle(request, scope)
+                return _run(view, request, *args, **kwargs)
+            except throttling.Throttled as exc:
+                response = render(request, "panel/throttled.html", status=429)
+                response["Retry-After"] = str(exc.retry_after)
+                return response
+
+        return panel_frame(wrapped)
+
+    return decorator
+
+
+def _refused(
+    request: HttpRequest, view: View, access: identity.PanelAccess, customer_ref: str
+) -> HttpResponse:
+    user = access.former or request.user
+    if user.is_authenticated:
+        details = {"method": request.method, "view": f"panel.{view.__name__}"}
+        if access.ended:
+            details["code"] = access.ended
+        audit_refusal(
+            actor=user,
+            customer_ref=str(customer_ref)[:64],
+            details=details,
+            context=audit_context(request),
+        )
+    return render(request, "panel/denied.html", {"ended": access.ended}, status=403)
+
+
+def _run(view: View, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Run the view; a refused action says why on the page, an unknown customer is a 404."""
+    try:
+        return view(request, *args, **kwargs)
+    except DomainError as exc:
+        customer_id = kwargs.get("customer_id")
+        if request.method == "POST" and customer_id and exc.code != "unknown_customer":
+            # A refused action (closed session, tries used up, ...): say why on the page.
+            messages.error(request, exc.message)
+            return redirect(reverse("panel:customer", args=[customer_id]) + "#step")
+        if isinstance(exc, NotFound):
+            return render(request, "panel/not_found.html", status=404)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,17 +149,41 @@ def panel_agent_view(view: View) -> View:
 
 
 @panel_frame
-@require_GET
+@require_http_methods(["GET", "POST"])
 def panel_enter(request: HttpRequest) -> HttpResponse:
-    """Open a signed panel link: sign the agent in and show the customer's panel."""
+    """Enter the panel with a signed link: a GET shows the entry page, its POST signs in.
+
+    Links are ``/panel/enter/#token=...``: the browser never sends the fragment; the page's
+    script (static/panel/panel.js) moves the token into the page's form, clears it from the
+    address bar and history, and submits the form with the page's CSRF token. A GET never signs
+    anyone in nor spends the link: a ``?token=`` link (issued before the fragment form) gets the
+    same page, its token in the form. The POST spends the link and starts the panel session
+    (identity.py) beside any Django login, which it keeps; it replaces another agent's panel
+    session only once asked and confirmed.
+    """
+    if request.method == "GET":
+        return render(request, "panel/enter.html", {"token": request.GET.get("token", "")})
+    token = request.POST.get("token", "")
+    current = identity.panel_agent(request).agent
+    claimed = _another_agents_link(token, current)
+    if current is not None and claimed is not None and "switch" not in request.POST:
+        # Somebody else's link (a mistake, or a page that wants this browser in their name).
+        context = {"ask": True, "token": token, "current": current, "claimed": claimed}
+        return render(request, "panel/enter.html", context)
     try:
-        agent, customer = links.panel_link_redeem(
-            token=request.GET.get("token", ""), context=audit_context(request)
-        )
+        entry = links.panel_link_redeem(token=token, context=audit_context(request))
     except links.PanelLinkRefused:
         return render(request, "panel/denied.html", {"link_refused": True}, status=403)
-    login(request, agent, backend="django.contrib.auth.backends.ModelBackend")
-    return redirect("panel:customer", customer_id=customer.customer_id)
+    identity.panel_identity_begin(request, agent=entry.agent, credential=entry.credential)
+    return redirect("panel:customer", customer_id=entry.customer.customer_id)
+
+
+def _another_agents_link(token: str, current: User | None) -> User | None:
+    """Return the agent an authentic link names when that isn't `current` (None otherwise)."""
+    claimed = links.panel_link_agent_id(token)
+    if current is None or claimed is None or claimed == current.pk:
+        return None
+    return User.objects.filter(pk=claimed).first()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +212,11 @@ def _remember(request: HttpRequest, customer: Customer, session_id: str | None) 
 
 
 def _troubleshooting_session(request: HttpRequest, customer: Customer) -> TroubleshootingSession:
-    """Return the agent's session for the customer, starting one on first use."""
+    """Return the agent's session for the customer, starting one on first use (POSTs only)."""
     session = _stored_session(request, customer)
     if session is None:
+        # Counted like the API's session creation, on top of the action's own scope.
+        throttling.throttle(request, SESSION_START)
         session = services.session_start(
             customer=customer, agent=acting_user(request), context=audit_context(request)
         )
@@ -172,12 +237,16 @@ def _back(customer: Customer) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_GET
 def customer_panel(request: HttpRequest, customer_id: str) -> HttpResponse:
-    """Show the customer's methods, locks, advisories, the next step and the session's forms."""
+    """Show the customer's methods, locks, advisories, the next step and the session's forms.
+
+    A read: it writes its audit entry and nothing else. The troubleshooting session starts with
+    the agent's first answer or action (a POST).
+    """
     customer = access_customer(customer_id=customer_id)
-    session = _troubleshooting_session(request, customer)
+    session = _stored_session(request, customer)
     state = _state(customer, session)
     services.customer_state_read_audit(
         customer=customer,
@@ -189,7 +258,7 @@ def customer_panel(request: HttpRequest, customer_id: str) -> HttpResponse:
 
 
 def _page_context(
-    customer: Customer, session: TroubleshootingSession, state: TwosvState
+    customer: Customer, session: TroubleshootingSession | None, state: TwosvState
 ) -> dict[str, Any]:
     step = state.decision.step
     p = next((m for m in state.methods if m.method_id == state.decision.method_id), None)
@@ -198,7 +267,11 @@ def _page_context(
     return {
         "customer": customer,
         "session": session,
-        "session_open": session.closed_at is None,
+        "session_open": session is None or session.closed_at is None,
+        "answers": {
+            name: getattr(session, name, None)
+            for name in (*services.SESSION_ANSWER_FIELDS, "phone_number_matches")
+        },
         "state": state,
         "step": step,
         "advisories": state.decision.advisories,
@@ -211,13 +284,13 @@ def _page_context(
         "p_receives_codes": p is not None and p.method.receives_codes,
         "lookup": lookup,
         "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT_LOOKUP_STATUSES,
-        "tries_left": max(tries_limit - session.phone_verify_tries, 0),
+        "tries_left": max(tries_limit - (session.phone_verify_tries if session else 0), 0),
         "alternatives": [ALTERNATIVE_LABELS.get(code, code) for code in step.alternatives],
         "cancel_2sv_url": settings.TWOSV_CANCEL_2SV_URL,
     }
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_GET
 def lookup_status(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Render the latest lookup's status alone, for the page to poll until it finishes.
@@ -244,7 +317,7 @@ def lookup_status(request: HttpRequest, customer_id: str) -> HttpResponse:
 # ---------------------------------------------------------------------------------------------
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_POST
 def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Record the caller's Yes or No to the step's question."""
@@ -262,7 +335,7 @@ def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_POST
 def answers_reset(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Forget the device answers (a mis-click), so the questions are asked again."""
@@ -276,7 +349,7 @@ def answers_reset(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_POST
 def method_choose(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Troubleshoot another of the customer's methods."""
@@ -294,7 +367,7 @@ def method_choose(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(VERIFY_PHONE)
 @require_POST
 def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Compare the number the caller says with the one on file; show match or no match only."""
@@ -317,7 +390,7 @@ def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(LOOKUP)
 @require_POST
 def lookup_request(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Ask ATS whether codes are being sent to the method being troubleshot."""
@@ -337,7 +410,7 @@ def lookup_request(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(None)
 @require_POST
 def close_session(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Close the session with "Did this solve it?" and the agent's feedback on the step."""
@@ -357,7 +430,7 @@ def close_session(request: HttpRequest, customer_id: str) -> HttpResponse:
     return _back(customer)
 
 
-@panel_agent_view
+@panel_agent_view(READ)
 @require_POST
 def session_new(request: HttpRequest, customer_id: str) -> HttpResponse:
     """Start over with a new session once the current one is closed."""

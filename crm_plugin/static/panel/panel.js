@@ -1,7 +1,32 @@
-/* The panel's only script: lock countdowns that tick, and the delivery lookup's live status.
-   Served from this site (CSP default-src 'self'); the page works without it, just less live. */
+/* The panel's only script: the entry page's link hand-over, lock countdowns that tick, and the
+   delivery lookup's live status. Served from this site (CSP default-src 'self'); the panel pages
+   work without it, just less live. */
 (function () {
   "use strict";
+
+  // The entry page (/panel/enter/#token=...): the link's token is in the URL's fragment, which
+  // the browser never sends. Move it into the page's form, clear it from the address bar and the
+  // history, and POST it with the page's CSRF token. A ?token= link (the older form) has its token
+  // in the form already; it leaves the address bar the same way.
+  function enter() {
+    var form = document.querySelector('form[data-enter="auto"]');
+    if (!form) {
+      return;
+    }
+    var input = form.querySelector('input[name="token"]');
+    var fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
+    if (fragment.get("token")) {
+      input.value = fragment.get("token");
+    }
+    if (window.location.hash || window.location.search) {
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    if (!input.value) {
+      document.getElementById("enter-missing").hidden = false;
+      return;
+    }
+    form.submit();
+  }
 
   function pad(n) {
     return n < 10 ? "0" + n : String(n);
@@ -80,6 +105,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    enter();
     startCountdowns();
     pollLookup();
   });
