@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format venv dev-venv migrate demo bench clean
+.PHONY: run test lint format venv dev-venv migrate demo bench clean zendesk-app
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: lint
 
 bench: dev-venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## The Zendesk app's zip to upload as a private app (docs/integrations.md): no tools but Python.
+ZENDESK_APP_ZIP ?= var/zendesk-app.zip
+zendesk-app:
+	mkdir -p $(dir $(abspath $(ZENDESK_APP_ZIP)))
+	rm -f $(abspath $(ZENDESK_APP_ZIP))
+	cd crm_plugin/zendesk_app && $(PYTHON) -m zipfile -c $(abspath $(ZENDESK_APP_ZIP)) manifest.json translations assets
+	@echo "built $(ZENDESK_APP_ZIP)"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,7 +10,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.config import BATCH, DB_NAME, GOALS, NAMES, POOLED, RESULTS, ROOT, TABLE
+from bench import report_scale, webhooks
+from bench.config import BATCH, DB_NAME, EVENTS, GOALS, NAMES, POOLED, RESULTS, ROOT, TABLE
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -157,10 +158,17 @@ def report(
     ratios = ratios_of(results)
     lookup_overhead = lookup_overhead_of(results)
     goals = goals_of(ratios, lookup_overhead, pooled_errors_of(results))
+    # Issue 19: (h), (i), (l), and (k) on a run with --events 10000000.
+    scale_ratios = report_scale.ratios_of(results)
+    goals.update(report_scale.goals_of(scale_ratios, ratios, _goal))
+    ratios.update(scale_ratios)
     workers = results.get("gunicorn_workers_kb", {})
     peak_kb = max((m.get("VmHWM", 0) for m in workers.values()), default=0)
 
-    rows = table_rows(results)
+    rows = table_rows(results) + report_scale.table_rows(results)
+    webhook_row = webhooks.table_row(results)
+    if webhook_row is not None:
+        rows.append(webhook_row)
     header = ("", "figure", "req/s", "events/s", "p50 ms", "p99 ms", "CPU ms", "notes")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     print()
@@ -190,6 +198,7 @@ def report(
         },
         "config": {
             "database": DB_NAME,
+            "events": EVENTS,
             "gunicorn_workers": args.workers,
             "gunicorn_worker_class": args.worker_class,
             "wrk_connections": args.connections,
@@ -202,7 +211,13 @@ def report(
         },
         "seed": seed_info,
         "figures": {key: results.get(key) for key in TABLE},
+        # (w): Twilio status callbacks through the webhook, beside (d) (bench/webhooks.py).
+        "webhooks": results.get("w"),
         "pgbouncer": results.get("pgbouncer"),
+        # Issue 19: (h) late events, (i) reads under ingestion, (l) the retention purge.
+        "late_events": results.get("h"),
+        "state_under_ingestion": results.get("i"),
+        "purge": results.get("l"),
         "raw_insert_copy": results.get("f_copy"),
         "ratios": ratios,
         "lookup_p50_minus_ats_ms": lookup_overhead,

@@ -40,6 +40,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+def _events_option() -> None:
+    """Pass --events on as BENCH_EVENTS before bench.config is imported: it names the database."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--events", type=int, default=1_000_000)
+    os.environ["BENCH_EVENTS"] = str(pre.parse_known_args()[0].events)
+
+
+_events_option()
+
 from bench import lookups, rundata, scenarios, servers  # noqa: E402
 from bench.ats_stub import AtsStub  # noqa: E402
 from bench.config import ATS_TOKEN, cpu_steal_jiffies, load_average, log  # noqa: E402
@@ -49,6 +59,12 @@ from bench.report import report  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--reseed", action="store_true", help="drop the bench database, reseed")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="events seeded (figure (k): 10000000, in a database of its own); goals judged alike",
+    )
     parser.add_argument("--duration", type=float, default=12, help="seconds per wrk figure")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds of c a b s")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per figure")
@@ -67,8 +83,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ats-delay-ms", type=float, default=0, help="simulated ATS latency")
     parser.add_argument(
         "--only",
-        default="abcdefgjs",
-        help="figures to run, e.g. --only abc; j = (c) (a) (b) again through PgBouncer",
+        default="abcdefghijls",
+        help="figures to run, e.g. --only abc; j = (c) (a) (b) again through PgBouncer; "
+        "(k) is a run with --events 10000000",
     )
     parser.add_argument(
         "--py-spy",
@@ -76,6 +93,7 @@ def parse_args() -> argparse.Namespace:
         help="after the figures, profile the workers with py-spy under (c), (a) and (e) load; "
         "collapsed stacks go to var/bench-profiles/, a summary to results.json",
     )
+    parser.add_argument("--seed-only", action="store_true", help="seed the database and stop")
     parser.add_argument("--keep-server", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -98,6 +116,9 @@ def main() -> int:
     ats = AtsStub(token=ATS_TOKEN, delay=args.ats_delay_ms / 1000).start()
     os.environ.update(servers.bench_env(ats.url))
     seed_info = rundata.setup_database()
+    if args.seed_only:
+        ats.stop()
+        return 0
     from django.db import connections
 
     run, started = uuid.uuid4().hex[:8], datetime.now(UTC)

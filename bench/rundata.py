@@ -24,6 +24,7 @@ def setup_database() -> dict[str, Any]:
     call_command("migrate", verbosity=0, interactive=False)
     seed_info = seed.seeded()
     if seed_info is None:
+        seed.clear_outdated(log=log)
         seed_info = seed.seed(log=log)
     else:
         log(f"already seeded at {seed_info['seeded_at']} (--reseed to redo)")
@@ -46,6 +47,10 @@ def cleanup_run_data() -> dict[str, int]:
             "ON c.id = l.customer_id WHERE c.customer_id LIKE 'bench-%%')",
             "lookups": "DELETE FROM twosv_deliverylookup WHERE customer_id IN "
             "(SELECT id FROM twosv_customer WHERE customer_id LIKE 'bench-%%')",
+            # Live ingestion checkpoints the run's busy methods.
+            "checkpoints": "DELETE FROM twosv_methodcheckpoint WHERE method_id IN "
+            "(SELECT m.id FROM twosv_method m JOIN twosv_customer c ON c.id = m.customer_id "
+            "WHERE c.customer_id LIKE 'bench-run-%%')",
             "methods": "DELETE FROM twosv_method WHERE customer_id IN "
             "(SELECT id FROM twosv_customer WHERE customer_id LIKE 'bench-run-%%')",
             "customers": "DELETE FROM twosv_customer WHERE customer_id LIKE 'bench-run-%%'",

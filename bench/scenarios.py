@@ -14,8 +14,11 @@ from bench.ingestion import measure_ingestion
 from bench.lookups import measure_lookup_figure
 from bench.pooler import measure_pooled_gets
 from bench.profiling import profile_all
+from bench.purge import measure_purge
+from bench.scale import measure_late, measure_mixed
 from bench.servers import Services, free_port, proc_memory
 from bench.state_reads import get_script, measure_gets
+from bench.webhooks import measure_webhooks, server_env
 
 
 def start(
@@ -29,7 +32,8 @@ def start(
 ) -> Bench:
     """Start gunicorn, and the Celery worker when (g) runs; return the run's context."""
     port = free_port()
-    gunicorn = services.start_gunicorn(port, args)
+    # (w) signs its callbacks with the bench's Twilio auth token.
+    gunicorn = services.start_gunicorn(port, args, env=server_env())
     if lookups:
         services.start_worker(run)
     scripts = Path(tempfile.mkdtemp(prefix="twosv-bench-lua-"))
@@ -58,8 +62,22 @@ def measure(bench: Bench, ats: AtsStub, lookup_skip: str | None, services: Servi
     if "j" in args.only:
         measure_pooled_gets(bench, services, services.logdir)
     measure_ingestion(bench)
+    if "d" in args.only:
+        # (w) beside (d): callbacks per second through the webhook, one a request.
+        measure_webhooks(bench)
     if "g" in args.only:
         measure_lookup_figure(bench, ats, lookup_skip)
+    if "h" in args.only:
+        log("(h) a late event against an in-order one on the 100,000-event method ...")
+        results["h"] = measure_late(bench)
+        log(f"(h) {results['h']}")
+    if "i" in args.only:
+        log("(i) state p99 under full-rate batch ingestion against idle ...")
+        results["i"] = measure_mixed(bench, services)
+    if "l" in args.only:
+        log("(l) retention purge of aged events ...")
+        results["l"] = measure_purge(bench.run)
+        log(f"(l) {results['l']}")
     if args.py_spy:
         results["profiles"] = profile_all(bench)
     memory = {str(pid): proc_memory(pid) for pid in bench.gunicorn.children()}

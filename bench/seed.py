@@ -1,9 +1,13 @@
-"""Seed the bench database: 10,000 customers, 1,000,000 events, one with 100,000 on one method.
+"""Seed the bench database: 10,000 customers, 1,000,000 events, one with 100,000 on one method
+(``--events N``: N events and N/100 customers, in a database of their own; the big method keeps
+100,000).
 
 Rows are generated in Python and loaded with COPY; nothing goes through the API. Every method's
-projection (resend_times, lock, last event key) and every event's outcome come from
-``twosv.policy.fold`` over that method's generated events, exactly what ingestion would have
-stored. A marker table (``bench_seed``) records a finished seed, so a re-run skips it.
+projection (resend_times, lock, last event key), every event's outcome and the method's
+checkpoints (one every ``TWOSV_CHECKPOINT_EVERY`` events, and ``checkpoint_lag``) come from
+folding that method's generated events (`bench.seed_fold`, checked against
+``twosv.policy.fold_from``), exactly what live ingestion would have stored. A marker table
+(``bench_seed``) records a finished seed, so a re-run skips it.
 
 Call with Django set up on the bench database (bench/run.py does).
 """
@@ -14,7 +18,6 @@ import io
 import json
 import random
 import time
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,12 +28,25 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
+from bench.config import EVENTS
+from bench.seed_fold import (
+    CHECKPOINT_COLUMNS,
+    SECOND,
+    Folded,
+    check_fold,
+    checkpoint_lines,
+    fast_fold,
+    micros,
+    moment,
+    ts,
+)
 from twosv import policy
 from twosv.selectors import lock_policy
 
-SEED_VERSION = 1
-N_CUSTOMERS = 10_000
-N_EVENTS = 1_000_000
+# 2: checkpoints and checkpoint_lag seeded as live ingestion writes them; lock_blocked.
+SEED_VERSION = 2
+N_EVENTS = EVENTS
+N_CUSTOMERS = max(10_000, N_EVENTS // 100)
 BIG_EVENTS = 100_000
 BIG_CUSTOMER = "bench-big"
 # A regular customer with the big one's shape (SMS primary, hidden authenticator backup) and
@@ -71,6 +87,8 @@ METHOD_COLUMNS = (
     "lock_lifted_at",
     "last_event_at",
     "last_event_id",
+    "lock_blocked",
+    "checkpoint_lag",
 )
 FLUSH_BYTES = 32 * 1024 * 1024
 
@@ -103,7 +121,23 @@ def seeded() -> dict | None:
     if row is None or row[0] != SEED_VERSION:
         return None
     params = json.loads(row[2]) if isinstance(row[2], str) else row[2]
+    if params.get("events") != N_EVENTS:
+        return None
     return {"version": row[0], "seeded_at": row[1].isoformat(), "params": params}
+
+
+def clear_outdated(*, log: Callable[[str], None] = print) -> None:
+    """Empty the seeded tables when an older seed (or another size) left rows in them."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM twosv_customer)")
+        if not cursor.fetchone()[0]:
+            return
+        log("seed: the database holds an outdated seed; emptying it")
+        cursor.execute(
+            "TRUNCATE twosv_customer, twosv_method, twosv_event, twosv_methodcheckpoint "
+            "RESTART IDENTITY CASCADE"
+        )
+        cursor.execute(f"DROP TABLE IF EXISTS {MARKER_TABLE}")
 
 
 def ensure_users() -> None:
@@ -242,7 +276,7 @@ def _method_events(m: MethodSeed, now: datetime, rng: random.Random) -> list[tup
     if m.email:
         enrol_data["email"] = m.email
     enrol_data |= {"label": m.label, "visible_in_crm": m.role == "primary"}
-    start = _micros(m.start)
+    start = micros(m.start)
     events = [("method_enrolled", start, json.dumps(enrol_data))]
 
     remaining = m.quota - 1
@@ -259,10 +293,10 @@ def _method_events(m: MethodSeed, now: datetime, rng: random.Random) -> list[tup
         plain.append(types)
         remaining -= len(types)
     # Sign-ins spread from enrolment to two hours ago; storms at their own times.
-    first, end = start + 60 * SECOND, _micros(now) - 7200 * SECOND
+    first, end = start + 60 * SECOND, micros(now) - 7200 * SECOND
     timeline = sorted(
         [(rng.randrange(first, end), types) for types in plain]
-        + [(_micros(t), types) for t, types in zip(m.bursts, storms, strict=True)],
+        + [(micros(t), types) for t, types in zip(m.bursts, storms, strict=True)],
         key=lambda pair: pair[0],
     )
     plain_data = json.dumps({"method_id": m.method_id})
@@ -278,90 +312,20 @@ def _method_events(m: MethodSeed, now: datetime, rng: random.Random) -> list[tup
     return events
 
 
-SECOND = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def _moment(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
-
-
 _DAYS: dict[int, str] = {}
 DAY = 86400 * SECOND
 
 
 def _iso(micros: int) -> str:
-    """Return ``_moment(micros).isoformat()`` for COPY, about five times faster."""
+    """Return ``moment(micros).isoformat()`` for COPY, about five times faster."""
     day, rest = divmod(micros, DAY)
     prefix = _DAYS.get(day)
     if prefix is None:
-        prefix = _DAYS[day] = _moment(day * DAY).strftime("%Y-%m-%dT")
+        prefix = _DAYS[day] = moment(day * DAY).strftime("%Y-%m-%dT")
     seconds, fraction = divmod(rest, SECOND)
     hours, seconds = divmod(seconds, 3600)
     minutes, seconds = divmod(seconds, 60)
     return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}+00:00"
-
-
-def fast_fold(
-    events: list[tuple[str, int, str]], rules: policy.LockPolicy
-) -> tuple[list[int], list[int] | None, list[str]]:
-    """Fold in-order events like twosv.policy.fold, on integers: (resend_times, lock, outcomes).
-
-    policy.fold takes ~10 s for a million events; this takes ~1 s. seed() checks it against
-    policy.fold on the big method and a sample of the others, so the two can't drift apart.
-    """
-    window = rules.window // timedelta(microseconds=1)
-    duration = rules.lock_duration // timedelta(microseconds=1)
-    threshold = rules.threshold
-    resends: list[int] = []
-    lock: list[int] | None = None  # [locked_at, locked_until]; no lifts in generated data
-    outcomes = []
-    for event_type, t, _ in events:
-        if event_type == "code_resend_requested":
-            if lock is not None and lock[0] <= t < lock[1]:
-                outcomes.append("blocked")
-                continue
-            kept = resends[bisect_right(resends, t - window) :]
-            if len(kept) + 1 > threshold:
-                lock, resends = [t, t + duration], []
-                outcomes.append("locked")
-            else:
-                kept.append(t)
-                resends = kept
-                outcomes.append("counted")
-        elif event_type == "code_verified":
-            resends = []
-            outcomes.append("reset")
-        else:
-            outcomes.append("recorded")
-    return resends, lock, outcomes
-
-
-def _check_fold(
-    method_id: str, events: list[tuple[str, int, str]], rules: policy.LockPolicy, fast: tuple
-) -> None:
-    """Assert that policy.fold gives the projection and outcomes fast_fold gave."""
-    fold_events = [
-        policy.FoldEvent(f"{method_id}-e{n:06d}", event_type, _moment(t))
-        for n, (event_type, t, _) in enumerate(events)
-    ]
-    projection, outcomes = policy.fold(fold_events, rules)
-    resends, lock, fast_outcomes = fast
-    assert [o.value for _, o in outcomes] == fast_outcomes, method_id
-    assert projection.resend_times == tuple(_moment(t) for t in resends), method_id
-    expected_lock = None
-    if lock is not None:
-        expected_lock = policy.Lock(locked_at=_moment(lock[0]), locked_until=_moment(lock[1]))
-    assert projection.lock == expected_lock, method_id
-    assert projection.last_key == (fold_events[-1].occurred_at, fold_events[-1].event_id)
-
-
-def _ts(value: int | None) -> str:
-    return "\\N" if value is None else _moment(value).isoformat()
 
 
 COPY_SECONDS = [0.0]
@@ -402,6 +366,47 @@ def _drop_event_indexes(cursor: CursorWrapper) -> list[str]:
     ]
 
 
+def checkpoint_every() -> int:
+    from twosv.services.checkpoints import checkpoint_every as every
+
+    return every()
+
+
+def _method_line(
+    m: MethodSeed,
+    events: list[tuple[str, int, str]],
+    fast: Folded,
+    phone_number: str,
+    phone_changed_at: int,
+    every: int,
+) -> str:
+    """The method's row for COPY into twosv_method (METHOD_COLUMNS)."""
+    lock = fast.lock
+    values = (
+        str(m.pk),
+        str(m.customer_pk),
+        m.method_id,
+        m.kind,
+        m.role,
+        phone_number,
+        m.email,
+        m.label,
+        "t" if m.role == "primary" else "f",
+        m.start.isoformat(),
+        ts(phone_changed_at),
+        json.dumps([moment(t).isoformat() for t in fast.resends]),
+        ts(lock[0] if lock else None),
+        ts(lock[1] if lock else None),
+        "\\N",
+        ts(events[-1][1]),
+        f"{m.method_id}-e{len(events) - 1:06d}",
+        str(lock[2] if lock else 0),
+        # Events folded since the last checkpoint, as ingestion counts them.
+        str(len(events) % every if every else 0),
+    )
+    return "\t".join(values) + "\n"
+
+
 def seed(*, log: Callable[[str], None] = print) -> dict:
     """Load the whole data set into an empty (just migrated) bench database; return its figures."""
     started = time.perf_counter()
@@ -426,56 +431,34 @@ def seed(*, log: Callable[[str], None] = print) -> dict:
             buffer.write(f"{pk}\t{customer_id}\t{name}\t{now.isoformat()}\n")
         _copy(pg, "twosv_customer", ("id", "customer_id", "display_name", "created_at"), buffer)
 
-        method_rows = io.StringIO()
+        method_rows, checkpoint_rows = io.StringIO(), io.StringIO()
         buffer = io.StringIO()
         n_events = 0
         outcome_counts: dict[str, int] = {}
+        every = checkpoint_every()
         for index, m in enumerate(methods):
             events = _method_events(m, now, rng)
-            fast = fast_fold(events, rules)
+            fast = fast_fold(events, rules, every)
             if m.bursts or index % 50 == 0:
-                _check_fold(m.method_id, events, rules, fast)
+                check_fold(m.method_id, events, rules, every, fast)
                 checked += 1
-            resends, lock, outcomes = fast
             phone_number, phone_changed_at = m.phone_number, events[0][1]
             prefix = f"{m.method_id}-e"
             ids = f"\t{m.customer_pk}\t{m.pk}\t"
             for n, (event_type, t, data) in enumerate(events):
                 if event_type == "phone_number_changed":
                     phone_number, phone_changed_at = json.loads(data)["phone_number"], t
-                moment = _iso(t)
-                outcome = outcomes[n]
-                buffer.write(
-                    f"{prefix}{n:06d}\t{event_type}{ids}{moment}\t{moment}\t{data}\t{outcome}\n"
-                )
-            for outcome in outcomes:
+                at = _iso(t)
+                outcome = fast.outcomes[n]
+                buffer.write(f"{prefix}{n:06d}\t{event_type}{ids}{at}\t{at}\t{data}\t{outcome}\n")
+            for outcome in fast.outcomes:
                 outcome_counts[outcome] = outcome_counts.get(outcome, 0) + 1
+            if fast.checkpoints:
+                event_ids = [f"{prefix}{n:06d}" for n in range(len(events))]
+                times = [t for _, t, _ in events]
+                checkpoint_rows.write(checkpoint_lines(m.pk, event_ids, times, fast))
             n_events += len(events)
-            last_id = f"{prefix}{len(events) - 1:06d}"
-            method_rows.write(
-                "\t".join(
-                    (
-                        str(m.pk),
-                        str(m.customer_pk),
-                        m.method_id,
-                        m.kind,
-                        m.role,
-                        phone_number,
-                        m.email,
-                        m.label,
-                        "t" if m.role == "primary" else "f",
-                        m.start.isoformat(),
-                        _ts(phone_changed_at),
-                        json.dumps([_moment(t).isoformat() for t in resends]),
-                        _ts(lock[0] if lock else None),
-                        _ts(lock[1] if lock else None),
-                        "\\N",
-                        _ts(events[-1][1]),
-                        last_id,
-                    )
-                )
-                + "\n"
-            )
+            method_rows.write(_method_line(m, events, fast, phone_number, phone_changed_at, every))
             if buffer.tell() > FLUSH_BYTES:
                 _copy(pg, "twosv_event", EVENT_COLUMNS, buffer)
                 buffer = io.StringIO()
@@ -485,6 +468,7 @@ def seed(*, log: Callable[[str], None] = print) -> dict:
                 )
         _copy(pg, "twosv_event", EVENT_COLUMNS, buffer)
         _copy(pg, "twosv_method", METHOD_COLUMNS, method_rows)
+        _copy(pg, "twosv_methodcheckpoint", CHECKPOINT_COLUMNS, checkpoint_rows)
         log(f"seed: rows loaded ({time.perf_counter() - started:.0f} s); rebuilding indexes ...")
         for statement in rebuild:
             cursor.execute(statement)
@@ -505,6 +489,8 @@ def seed(*, log: Callable[[str], None] = print) -> dict:
             "big_customer_events": BIG_EVENTS,
             "outcomes": outcome_counts,
             "methods_checked_against_policy_fold": checked,
+            "checkpoint_every": every,
+            "checkpoints": checkpoint_rows.getvalue().count("\n"),
         }
         cursor.execute(
             f"INSERT INTO {MARKER_TABLE} VALUES (%s, now(), %s)", [SEED_VERSION, json.dumps(params)]
@@ -512,7 +498,9 @@ def seed(*, log: Callable[[str], None] = print) -> dict:
     log(f"seed: loaded in {time.perf_counter() - started:.1f} s; vacuum analyze ...")
     connection.close()
     with connection.cursor() as cursor:  # autocommit outside atomic(): VACUUM may run
-        cursor.execute("VACUUM ANALYZE twosv_customer, twosv_method, twosv_event")
+        cursor.execute(
+            "VACUUM ANALYZE twosv_customer, twosv_method, twosv_event, twosv_methodcheckpoint"
+        )
     for method_id in (f"{BIG_CUSTOMER}-primary", f"{TYPICAL_CUSTOMER}-primary"):
         verify_projection(method_id)
     log("seed: stored projections of the big and the typical method match a re-fold")
@@ -522,10 +510,11 @@ def seed(*, log: Callable[[str], None] = print) -> dict:
 
 
 def verify_projection(method_id: str) -> None:
-    """Assert that the method's stored projection and its events' outcomes are what
-    policy.fold makes of the events stored in the database."""
-    from twosv.models import Event, Method
+    """Assert that the method's stored projection, its events' outcomes and its checkpoints
+    are what policy.fold_from makes of the events stored in the database."""
+    from twosv.models import Event, Method, MethodCheckpoint
     from twosv.selectors import method_projection
+    from twosv.services.checkpoints import checkpoint_projection
 
     method = Method.objects.get(method_id=method_id)
     rows = list(
@@ -533,9 +522,15 @@ def verify_projection(method_id: str) -> None:
             "event_id", "type", "occurred_at", "outcome"
         )
     )
-    projection, outcomes = policy.fold(
-        (policy.FoldEvent(event_id, kind, at) for event_id, kind, at, _ in rows), lock_policy()
+    projection, outcomes, checkpoints = policy.fold_from(
+        policy.EMPTY,
+        (policy.FoldEvent(event_id, kind, at) for event_id, kind, at, _ in rows),
+        lock_policy(),
+        checkpoint_every(),
     )
     assert method_projection(method) == projection, method_id
+    stored_checkpoints = MethodCheckpoint.objects.filter(method=method).order_by("event_at")
+    assert [checkpoint_projection(c) for c in stored_checkpoints] == checkpoints, method_id
+    assert method.checkpoint_lag == len(outcomes) % (checkpoint_every() or len(outcomes) + 1)
     stored = {event_id: outcome for event_id, _, _, outcome in rows}
     assert all(stored[e.event_id] == o.value for e, o in outcomes), method_id

@@ -96,6 +96,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "import_export",
+    # Agents identified by their CRM (docs/SPEC.md §9): assertions, identities, access tokens.
+    "crm_plugin.crm",
 ]
 
 MIDDLEWARE = [
@@ -214,11 +216,31 @@ CSRF_COOKIE_SAMESITE = env.str("CSRF_COOKIE_SAMESITE", default="Lax")
 CRM_PANEL_SESSION_TTL = env_duration("CRM_PANEL_SESSION_TTL", "8h")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# --- CRM identity (docs/SPEC.md §9, crm_plugin/crm/, docs/integrations.md) ---------------------
+# Generic CRM JWT: HS256 with the secret (the previous one too, while rotating), or RS256/ES256
+# with PEM public keys (several allowed while rotating) or a JWKS URL; iss and aud as below.
+CRM_JWT_ISSUER = env.str("CRM_JWT_ISSUER", default="")
+CRM_JWT_AUDIENCE = env.str("CRM_JWT_AUDIENCE", default="")
+CRM_JWT_SECRET = env.str("CRM_JWT_SECRET", default="")
+CRM_JWT_SECRET_PREVIOUS = env.str("CRM_JWT_SECRET_PREVIOUS", default="")
+CRM_JWT_PUBLIC_KEY = env.str("CRM_JWT_PUBLIC_KEY", default="")
+CRM_JWT_JWKS_URL = env.str("CRM_JWT_JWKS_URL", default="")
+# Zendesk's signed-URL JWT: RS256 with the app's public key, from these accounts' installations.
+ZENDESK_APP_PUBLIC_KEY = env.str("ZENDESK_APP_PUBLIC_KEY", default="")
+ZENDESK_SUBDOMAINS = env.list("ZENDESK_SUBDOMAINS", default=[])
+ZENDESK_APP_AUD = env.list("ZENDESK_APP_AUD", default=[])
+# First sight of an unlinked CRM agent: create the user only when on, for these email domains.
+CRM_AGENT_AUTO_PROVISION = env.bool("CRM_AGENT_AUTO_PROVISION", default=False)
+CRM_AGENT_EMAIL_DOMAINS = env.list("CRM_AGENT_EMAIL_DOMAINS", default=[])
+CRM_ACCESS_TOKEN_TTL = env_duration("CRM_ACCESS_TOKEN_TTL", "15min")
+
 # --- REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: the 401 answer's WWW-Authenticate names the first class.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        # Short-lived access tokens from POST /api/v1/auth/crm-token/ (crm_plugin/crm/tokens.py).
+        "crm_plugin.crm.tokens.CrmBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -238,6 +260,10 @@ REST_FRAMEWORK = {
         "verify_phone": env.str("TWOSV_THROTTLE_VERIFY_PHONE", default="30/min"),
         "session_start": env.str("TWOSV_THROTTLE_SESSION_START", default="30/min"),
         "producer": env.str("TWOSV_THROTTLE_PRODUCER", default="6000/min"),
+        # Assertion exchanges: anonymous (the assertion is the credential), counted per address.
+        "crm_token": env.str("TWOSV_THROTTLE_CRM_TOKEN", default="60/min"),
+        # Twilio's status callbacks: anonymous (signed), so counted per source address.
+        "twilio_webhook": env.str("TWOSV_THROTTLE_TWILIO_WEBHOOK", default="6000/min"),
     },
 }
 
@@ -292,10 +318,37 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
 TWOSV_LOOKUP_SWEEP_INTERVAL = env_duration("TWOSV_LOOKUP_SWEEP_INTERVAL", "30s")
 # Eager mode has no beat: the dev server runs the schedule itself (twosv/scheduler.py).
 TWOSV_EMBEDDED_BEAT = env.bool("TWOSV_EMBEDDED_BEAT", default=CELERY_TASK_ALWAYS_EAGER)
+# Delivery incidents (docs/SPEC.md §11, twosv/services/incidents.py): per phone region, the
+# failed share in the last WINDOW against the region's share over the BASELINE before it.
+TWOSV_INCIDENT_DETECT_INTERVAL = env_duration("TWOSV_INCIDENT_DETECT_INTERVAL", "1min")
+TWOSV_INCIDENT_WINDOW = env_duration("TWOSV_INCIDENT_WINDOW", "15min")
+TWOSV_INCIDENT_BASELINE = env_duration("TWOSV_INCIDENT_BASELINE", "7d")
+TWOSV_INCIDENT_MIN_FAILURES = env.int("TWOSV_INCIDENT_MIN_FAILURES", default=20)
+TWOSV_INCIDENT_MIN_SHARE = env.float("TWOSV_INCIDENT_MIN_SHARE", default=0.30)
+TWOSV_INCIDENT_BASELINE_FACTOR = env.float("TWOSV_INCIDENT_BASELINE_FACTOR", default=3.0)
+TWOSV_INCIDENT_RESOLVE_AFTER = env_duration("TWOSV_INCIDENT_RESOLVE_AFTER", "30min")
+TWOSV_INCIDENT_QUIET_PERIOD = env_duration("TWOSV_INCIDENT_QUIET_PERIOD", "6h")
+# Twilio messages still open this long after their first receipt are asked about (the final
+# status callback may be lost); a lookup doesn't trust receipts with such a message unasked.
+TWILIO_RECONCILE_AFTER = env_duration("TWILIO_RECONCILE_AFTER", "5min")
 CELERY_BEAT_SCHEDULE = {
     "delivery-lookup-sweep": {
         "task": "twosv.tasks.delivery_lookup_sweep",
         "schedule": TWOSV_LOOKUP_SWEEP_INTERVAL.total_seconds(),
+    },
+    "twilio-receipts-reconcile": {
+        "task": "twosv.tasks.twilio_receipts_reconcile",
+        "schedule": env_duration("TWILIO_RECONCILE_INTERVAL", "1min").total_seconds(),
+    },
+    "delivery-incidents-detect": {
+        "task": "twosv.tasks.delivery_incidents_detect",
+        "schedule": TWOSV_INCIDENT_DETECT_INTERVAL.total_seconds(),
+    },
+    # Retention (twosv/services/retention.py): each run purges in batches within a time budget
+    # below the task's soft time limit; what is left is taken up by the next run.
+    "retention-purge": {
+        "task": "twosv.tasks.retention_purge",
+        "schedule": env_duration("TWOSV_PURGE_INTERVAL", "1h").total_seconds(),
     },
 }
 
@@ -303,6 +356,13 @@ CELERY_BEAT_SCHEDULE = {
 TWOSV_RESEND_LOCK_THRESHOLD = env.int("TWOSV_RESEND_LOCK_THRESHOLD", default=200)
 TWOSV_LOCK_DURATION = env_duration("TWOSV_LOCK_DURATION", "24h")
 TWOSV_RESEND_WINDOW = env_duration("TWOSV_RESEND_WINDOW", "24h")
+# A checkpoint of a method's projection every N events folded: a late event re-folds at most N
+# plus the events after it (docs/performance.md, "Checkpoints").
+TWOSV_CHECKPOINT_EVERY = env.int("TWOSV_CHECKPOINT_EVERY", default=500)
+# Events older than this are purged (after a checkpoint keeps their effect) and refused when
+# they arrive (409 event_too_old); audit entries after theirs. SPEC §8, "Retention".
+TWOSV_EVENT_RETENTION = env_duration("TWOSV_EVENT_RETENTION", "400d")
+TWOSV_AUDIT_RETENTION = env_duration("TWOSV_AUDIT_RETENTION", "400d")
 TWOSV_LOOKUP_PERIOD = env_duration("TWOSV_LOOKUP_PERIOD", "24h")
 TWOSV_LOOKUP_FRESHNESS = env_duration("TWOSV_LOOKUP_FRESHNESS", "10min")
 TWOSV_LOOKUP_MAX_TRIES = env.int("TWOSV_LOOKUP_MAX_TRIES", default=5)
@@ -326,10 +386,24 @@ ATS_READ_TIMEOUT = env.float("ATS_READ_TIMEOUT", default=5.0)
 # at a time hold a try for ever.
 ATS_TRY_DEADLINE = env_duration("ATS_TRY_DEADLINE", "20s")
 
-if TWOSV_ATS_BACKEND not in ("local", "http"):
-    raise ImproperlyConfigured("TWOSV_ATS_BACKEND must be 'local' or 'http'.")
+# Twilio (TWOSV_ATS_BACKEND=twilio, docs/SPEC.md §10). TWILIO_API_BASE_URL overrides the API's
+# address (tests point it at a local fake); TWILIO_STATUS_CALLBACK_URL is the public URL Twilio
+# calls with status callbacks, exactly as configured there: signatures are computed over it.
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+TWILIO_STATUS_CALLBACK_URL = env.str("TWILIO_STATUS_CALLBACK_URL", default="")
+# Lookups answer from receipts when they cover the period (twosv/services/receipts.py).
+TWILIO_RECEIPTS_ANSWER_LOOKUPS = env.bool("TWILIO_RECEIPTS_ANSWER_LOOKUPS", default=True)
+
+if TWOSV_ATS_BACKEND not in ("local", "http", "twilio"):
+    raise ImproperlyConfigured("TWOSV_ATS_BACKEND must be 'local', 'http' or 'twilio'.")
 if TWOSV_ATS_BACKEND == "http" and not (ATS_BASE_URL and ATS_TOKEN):
     raise ImproperlyConfigured("TWOSV_ATS_BACKEND=http needs ATS_BASE_URL and ATS_TOKEN.")
+if TWOSV_ATS_BACKEND == "twilio" and not (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN):
+    raise ImproperlyConfigured(
+        "TWOSV_ATS_BACKEND=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN."
+    )
 
 # --- Logging: one JSON line per record; phone numbers masked by a filter as a safety net -------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -359,5 +433,7 @@ LOGGING = {
         # httpx logs every request's URL at INFO, and the ATS URL carries the phone number.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # The twilio library logs every request's query (the recipient's number) at INFO.
+        "twilio": {"level": "WARNING"},
     },
 }

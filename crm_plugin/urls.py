@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from crm_plugin import health
+from crm_plugin import health, webhooks
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -9,6 +9,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_plugin.api.urls")),
     path("panel/", include("crm_plugin.panel.urls")),
+    path(
+        "webhooks/twilio/message-status/",
+        webhooks.TwilioMessageStatusWebhook.as_view(),
+        name="twilio-message-status",
+    ),
 ]
 
 # A path no route matches answers in the API's error shape under /api/.

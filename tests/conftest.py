@@ -13,7 +13,7 @@ from tests import factories, openapi_check
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
-pytest_plugins = ["tests.ats_server"]
+pytest_plugins = ["tests.ats_server", "tests.twilio_server"]
 
 
 def _service_missing(marker: str) -> str | None:

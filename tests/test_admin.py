@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import NoReverseMatch, reverse
 from rest_framework.authtoken.models import Token
 
+from crm_plugin.crm.models import CrmIdentity
 from tests import factories
 from tests.builders import SMALL_THRESHOLD as THRESHOLD
 from tests.builders import T0, resends
@@ -21,6 +22,7 @@ from twosv.models import (
     DeliveryLookup,
     Event,
     EventType,
+    Incident,
     LocalDeliveryRecord,
     LookupStatus,
     Method,
@@ -109,10 +111,22 @@ def one_of_each(root: User) -> dict[type, object]:
     )
     record = factories.LocalDeliveryRecordFactory(to=PHONE)
     Token.objects.create(user=root)  # the authtoken app's admin page lists tokens
+    CrmIdentity.objects.create(issuer="https://crm.example.com", subject="agent-1", user=root)
     phone_check = PhoneCheck.objects.create(
         customer=method.customer, session=session, actor=root, matched=False
     )
+    incident = Incident.objects.create(
+        region="IN",
+        attempts=40,
+        failures=30,
+        share=0.75,
+        baseline=0.05,
+        top_error_codes=[{"code": 30008, "count": 30}],
+        opened_at=T0 - timedelta(minutes=10),
+        updated_at=T0,
+    )
     return {
+        Incident: incident,
         Method: method,
         type(method.customer): method.customer,
         Event: Event.objects.get(event_id="phone-change-1"),
@@ -306,12 +320,39 @@ def test_run_delivery_lookup_enqueues_for_code_receiving_methods(root_client, ro
     lookup = DeliveryLookup.objects.get()
     assert (lookup.method, lookup.requested_by) == (sms, root)
     messages = [str(m) for m in response.wsgi_request._messages]
-    assert messages == ["Enqueued 1 delivery lookup. 1 method receives no codes and was skipped."]
+    # Its task is published after the commit, which this test's transaction never reaches.
+    assert messages == [
+        "Queued 1 delivery lookup for a worker. 1 method receives no codes and was skipped."
+    ]
 
     again = root_client.post(changelist(Method), data)
     assert DeliveryLookup.objects.count() == 1
-    assert "1 was already running or fresh and is reused." in str(
+    assert "1 lookup was already pending or running: no new one." in str(
         list(again.wsgi_request._messages)[-1]
+    )
+
+
+# Committed for real, as in the dev server: the task runs (eagerly) when the request commits.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_run_delivery_lookup_says_it_ran_when_it_ran_eagerly(root_client, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    sms = factories.MethodFactory(method_id="m-eager")
+    factories.LocalDeliveryRecordFactory(to=sms.phone_number)
+    data = {"action": "run_delivery_lookup", "_selected_action": [sms.pk]}
+
+    response = root_client.post(changelist(Method), data)
+
+    lookup = DeliveryLookup.objects.get()
+    assert (lookup.status, lookup.verdict) == (LookupStatus.SUCCEEDED, Verdict.DELIVERED)
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert messages == ["Ran 1 delivery lookup now (m-eager: Delivered)."]
+    assert not any("Enqueued" in m or "Queued" in m for m in messages)
+
+    # Asked again within TWOSV_LOOKUP_FRESHNESS: the fresh result is reused, and said so.
+    again = root_client.post(changelist(Method), data)
+    assert DeliveryLookup.objects.count() == 1
+    assert [str(m) for m in again.wsgi_request._messages][-1] == (
+        "1 method has a fresh result (under 10 min old), reused."
     )
 
 
@@ -486,3 +527,128 @@ def test_method_page_edits_only_what_the_crm_shows(root_client):
     assert root_client.post(change(method), data).status_code == 302
     method.refresh_from_db()
     assert (method.label, method.phone_number) == ("Work", PHONE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17, item 10: sessions name their method, lists fit 1280 px, no 404 link, masked emails
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_session_started_without_a_method_records_the_subject_method(root_client, root):
+    from twosv import services
+
+    primary = factories.MethodFactory(method_id="m-primary")
+    backup = factories.AuthenticatorMethodFactory(
+        customer=primary.customer, method_id="m-backup", role="backup"
+    )
+    session = services.session_start(customer=primary.customer, agent=root)
+    assert session.method == primary
+
+    # Switching (PATCH method_id) keeps it current; back to the default (null) too.
+    session = services.session_update(session=session, actor=root, method_id="m-backup")
+    assert session.method == backup
+    session = services.session_update(session=session, actor=root, method_id=None)
+    assert session.method == primary
+    services.session_close(
+        session=session, actor=root, outcome="resolved", helpful=True, comment=""
+    )
+
+    rows = export_csv(root_client, TroubleshootingSession)
+    header, (row,) = rows[0], rows[1:]
+    assert (row[header.index("method_id")], row[header.index("method_kind")]) == (
+        "m-primary",
+        "sms",
+    )
+    html = root_client.get(changelist(TroubleshootingSession)).content.decode()
+    assert "m-primary (SMS)" in html
+
+
+def test_a_session_update_of_answers_keeps_the_method_current(root):
+    from twosv import services
+    from twosv.models import Customer
+
+    first = factories.MethodFactory(method_id="m-first")
+    second = factories.MethodFactory(customer=first.customer, method_id="m-second", role="backup")
+    session = services.session_start(customer=first.customer, agent=root)
+    assert session.method == first
+    Method.objects.filter(pk=first.pk).update(removed_at=T0 - timedelta(minutes=1))
+    session = services.session_update(
+        session=session, actor=root, answers={"has_device_access": True}
+    )
+    assert session.method == second
+    # A customer with no active method: the session records none.
+    bare = Customer.objects.create(customer_id="c-bare")
+    assert services.session_start(customer=bare, agent=root).method is None
+
+
+# The columns each list shows: the key ones, short enough for 1280 px beside the filter.
+KEY_COLUMNS = {
+    Method: ["method id", "customer", "kind", "role", "phone", "status", "resends"],
+    DeliveryLookup: ["created", "customer", "method", "status", "verdict", "finished"],
+    TroubleshootingSession: [
+        "created",
+        "customer",
+        "agent",
+        "method",
+        "outcome",
+        "helpful",
+        "final step",
+    ],
+    LocalDeliveryRecord: ["created", "to", "status", "error", "sender"],
+}
+
+
+@pytest.mark.parametrize("model", list(KEY_COLUMNS))
+def test_lists_show_the_key_columns_with_short_headers(root_client, one_of_each, model):
+    import re
+
+    html = root_client.get(changelist(model)).content.decode()
+    table = html[html.index('id="result_list"') :]
+    cells = re.findall(r'<th scope="col"[^>]*>.*?<div class="text">(.*?)</div>', table, re.S)
+    heads = [re.sub(r"<[^>]+>", "", cell).strip().lower() for cell in cells]
+    assert [head for head in heads if head] == KEY_COLUMNS[model]
+    # The rest is on the change page.
+    obj = one_of_each[model]
+    assert root_client.get(change(obj)).status_code == 200
+
+
+def test_the_session_list_names_the_final_step_by_title(root_client, one_of_each):
+    html = root_client.get(changelist(TroubleshootingSession)).content.decode()
+    assert "Check for a carrier block" in html
+    filtered = root_client.get(
+        changelist(TroubleshootingSession), {"final_step_code": "check_carrier_block"}
+    )
+    assert len(filtered.context["cl"].result_list) == 1
+
+
+def test_no_view_site_link_to_a_missing_page(root_client):
+    assert admin.site.site_url is None
+    html = root_client.get(reverse("admin:index")).content.decode()
+    assert "View site" not in html
+    # What the default link pointed at is no page of this service.
+    assert root_client.get("/").status_code == 404
+
+
+def test_the_local_ats_list_masks_email_addresses(root_client):
+    factories.LocalDeliveryRecordFactory(to="jane.doe@example.com")
+    factories.LocalDeliveryRecordFactory(to=PHONE)
+    html = root_client.get(changelist(LocalDeliveryRecord)).content.decode()
+    assert "jane.doe" not in html
+    assert "j•••@example.com" in html
+    assert "+1 ••••••••23" in html
+
+
+@pytest.mark.parametrize(
+    ("address", "masked"),
+    [
+        ("jane.doe@example.com", "j•••@example.com"),
+        ("j@example.com", "j•••@example.com"),
+        ("a@b@example.com", "a•••@example.com"),
+        ("no-at-sign", "•••"),
+        ("", "—"),
+    ],
+)
+def test_email_mask(address, masked):
+    from twosv.masking import mask_email
+
+    assert mask_email(address) == masked

@@ -70,7 +70,11 @@ def test_start_answers_the_session_with_its_next_step(agent_client, customer):
     assert set(session) >= SESSION_KEYS | {"closed_at"}
     assert session["customer_id"] == "cust-1"
     assert session["method_id"] == "m-sms"
-    assert session["answers"] == {"has_device_access": None, "has_backup_device_access": None}
+    assert session["answers"] == {
+        "has_device_access": None,
+        "has_backup_device_access": None,
+        "phone_number_changed": None,
+    }
     assert session["phone_number_matches"] is None
     assert session["closed_at"] is None
     assert session["next_step"]["code"] == "ask_device_access"
@@ -158,6 +162,7 @@ def test_patch_merges_answers(agent_client, customer):
     assert second.json()["answers"] == {
         "has_device_access": False,
         "has_backup_device_access": True,
+        "phone_number_changed": None,
     }
     assert second.json()["next_step"]["code"] == "use_backup_method"
     assert agent_client.get(url(session)).json()["answers"] == second.json()["answers"]
@@ -285,9 +290,8 @@ def test_verify_phone_compares_in_any_format_and_never_echoes(
     assert set(body) == {"match", "tries_left", "next_step"}
     assert body["match"] is match
     assert body["tries_left"] == 4
-    assert body["next_step"]["code"] == (
-        "check_ats_delivery" if match else "ask_backup_device_access"
-    )
+    # One wrong number may be a misread digit: check it again before anything else.
+    assert body["next_step"]["code"] == ("check_ats_delivery" if match else "recheck_phone_number")
     for form in ("4155550123", "415-555-0123", "415) 555-0123", "555-0123", "5550123"):
         assert form not in response.content.decode()
     assert agent_client.get(url(session)).json()["phone_number_matches"] is match
@@ -579,3 +583,135 @@ def test_producer_token_is_403_and_no_token_is_401(agent_client, producer_client
 
     assert TroubleshootingSession.objects.count() == 1
     assert agent_client.get(url(session)).json()["phone_verification_tries_left"] == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# One wrong number is not proof (issue 17, R6a)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sms_only():
+    """cust-1 with a primary SMS method and no backup: R6 is the Cancel-2SV flow."""
+    enroll("cust-1", "m-sms")
+    return "cust-1"
+
+
+def test_one_wrong_number_asks_to_check_it_again(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+
+    body = verify(agent_client, session, OTHER_NUMBER).json()
+
+    assert body["match"] is False
+    step = body["next_step"]
+    assert (step["code"], step["rule"]) == ("recheck_phone_number", "R6a")
+    assert step["question"]["field"] == "phone_number_changed"
+    assert step["question"]["prompt"] == (
+        "Has the number of this phone changed since 2SV was set up?"
+    )
+    assert step["action"]["url"] == url(session, "verify-phone/")
+    assert "14155550123" not in json.dumps(body)
+
+
+def test_the_right_number_after_a_wrong_one_goes_on_to_ats(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    body = verify(agent_client, session, "(415) 555-0123").json()
+
+    assert body["match"] is True
+    assert (body["next_step"]["code"], body["next_step"]["rule"]) == ("check_ats_delivery", "R8")
+    # The match cleared the miss: one more miss is a recheck again, not R6.
+    again = verify(agent_client, session, OTHER_NUMBER).json()["next_step"]
+    assert again["code"] == "recheck_phone_number"
+    assert TroubleshootingSession.objects.get().phone_check_misses == 1
+
+
+def test_two_wrong_numbers_in_a_row_lead_to_r6(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    body = verify(agent_client, session, "+1 415 555 0125").json()
+
+    step = body["next_step"]
+    assert (step["code"], step["rule"]) == ("cancel_2sv_no_device_access", "R6")
+    assert "2 times in a row" in step["reason"]
+    assert body["tries_left"] == 3
+
+
+def test_two_wrong_numbers_with_a_backup_ask_about_the_backup(agent_client, customer):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+    step = verify(agent_client, session, OTHER_NUMBER).json()["next_step"]
+
+    assert (step["code"], step["rule"]) == ("ask_backup_device_access", "R6")
+
+
+def test_an_unparseable_number_is_no_miss(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    assert verify(agent_client, session, "12").status_code == 400
+
+    assert agent_client.get(url(session)).json()["next_step"]["code"] == "recheck_phone_number"
+    assert TroubleshootingSession.objects.get().phone_check_misses == 1
+
+
+def test_phone_number_changed_yes_leads_to_r6(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    response = patch(agent_client, session, {"answers": {"phone_number_changed": True}})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["answers"] == {
+        "has_device_access": True,
+        "has_backup_device_access": None,
+        "phone_number_changed": True,
+    }
+    step = body["next_step"]
+    assert (step["code"], step["rule"]) == ("cancel_2sv_no_device_access", "R6")
+    assert "changed since 2SV was set up" in step["reason"]
+
+
+def test_phone_number_changed_no_keeps_the_recheck(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    body = patch(agent_client, session, {"answers": {"phone_number_changed": False}}).json()
+
+    assert body["answers"]["phone_number_changed"] is False
+    assert body["next_step"]["code"] == "recheck_phone_number"
+
+
+def test_phone_number_changed_can_be_given_at_start_and_must_be_a_boolean(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True, "phone_number_changed": True})
+    assert session["next_step"]["code"] == "cancel_2sv_no_device_access"
+
+    response = patch(agent_client, session, {"answers": {"phone_number_changed": "yes"}})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "answers.phone_number_changed"
+    assert TroubleshootingSession.objects.get().phone_number_changed is True
+
+
+def test_switching_the_method_forgets_the_misses(agent_client, customer):
+    enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=OTHER_NUMBER)
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, "+1 415 555 0125")
+
+    patch(agent_client, session, {"method_id": "m-voice"})
+
+    stored = TroubleshootingSession.objects.get()
+    assert (stored.phone_number_matches, stored.phone_check_misses) == (None, 0)
+
+
+def test_a_changed_number_on_file_forgets_the_misses(agent_client, sms_only):
+    session = start(agent_client, answers={"has_device_access": True})
+    verify(agent_client, session, OTHER_NUMBER)
+
+    change_number("+14155550188")
+
+    stored = TroubleshootingSession.objects.get()
+    assert (stored.phone_number_matches, stored.phone_check_misses) == (None, 0)
+    assert agent_client.get(url(session)).json()["next_step"]["code"] == "verify_phone_number"

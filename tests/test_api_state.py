@@ -116,14 +116,19 @@ def test_every_field_of_the_state_is_present_with_its_type(agent_client, setting
         assert isinstance(method["hidden_from_crm"], bool)
         assert isinstance(method["label"], str)
         assert method["status"] in {"active", "locked", "removed"}
-        assert set(method["resends"]) == {"count", "threshold"}
-        assert isinstance(method["resends"]["count"], int)
-        assert method["resends"]["threshold"] == 3
+        if method["kind"] in {"sms", "voice", "email"}:
+            assert set(method["resends"]) == {"count", "threshold", "blocked"}
+            assert isinstance(method["resends"]["count"], int)
+            assert isinstance(method["resends"]["blocked"], int)
+            assert method["resends"]["threshold"] == 3
+        else:
+            assert method["resends"] is None
 
     sms = method_in(body, "m-sms")
     assert sms["label"] == "Work phone"
     assert sms["status"] == "locked"
-    assert set(sms["phone"]) == {"masked", "country_code", "region"}
+    assert set(sms["phone"]) == {"masked", "country_code", "region", "changed_at"}
+    assert sms["phone"]["changed_at"] is None  # never changed since enrolment
     assert isinstance(sms["phone"]["masked"], str)
     assert sms["phone"]["country_code"] == 1
     assert sms["phone"]["region"] == "US"
@@ -138,7 +143,9 @@ def test_every_field_of_the_state_is_present_with_its_type(agent_client, setting
     assert method_in(body, "m-app")["lock"] is None
 
     for advisory in body["advisories"]:
-        assert {"code", "message"} <= set(advisory) <= {"code", "message", "method_id"}
+        assert {"code", "message", "severity"} <= set(advisory)
+        assert set(advisory) <= {"code", "message", "severity", "method_id", "locked_until"}
+        assert advisory["severity"] in {"warning", "info"}
         assert isinstance(advisory["message"], str)
 
     lookup = body["latest_lookup"]
@@ -273,6 +280,7 @@ def test_resend_count_drops_requests_older_than_the_window_at_read_time(agent_cl
     assert method_in(read_state(agent_client, "cust-1"), "m-sms")["resends"] == {
         "count": 0,
         "threshold": 200,
+        "blocked": 0,
     }
 
 
@@ -437,13 +445,15 @@ DEVICE = {"has_device_access": True}
 NO_DEVICE = {"has_device_access": False}
 RIGHT = "(415) 555-0123"
 WRONG = "(415) 555-0124"
+TWICE_WRONG = (WRONG, WRONG)
+CHANGED = {**DEVICE, "phone_number_changed": True}
 
 
 def lookup_row(status: str, verdict: str = "", minutes_ago: int = 1) -> dict[str, Any]:
     return {"status": status, "verdict": verdict, "finished_ago": timedelta(minutes=minutes_ago)}
 
 
-# (scenario, lookup, session answers or STATE, number the caller says, step code, rule)
+# (scenario, lookup, session answers or STATE, number(s) the caller says, step code, rule)
 RULE_ROWS = [
     pytest.param("removed", None, STATE, None, "no_2sv_enrolled", "R1", id="R1"),
     pytest.param(
@@ -513,34 +523,66 @@ RULE_ROWS = [
         id="R6-no-device-no-backup-device",
     ),
     pytest.param(
-        "sms", None, DEVICE, WRONG, "cancel_2sv_no_device_access", "R6", id="R6-wrong-number"
+        "sms",
+        None,
+        DEVICE,
+        TWICE_WRONG,
+        "cancel_2sv_no_device_access",
+        "R6",
+        id="R6-wrong-number-twice",
     ),
     pytest.param(
         "sms+backup",
         None,
         DEVICE,
-        WRONG,
+        TWICE_WRONG,
         "ask_backup_device_access",
         "R6",
-        id="R6-wrong-number-backup-unknown",
+        id="R6-wrong-number-twice-backup-unknown",
     ),
     pytest.param(
         "sms+backup",
         None,
         {**DEVICE, "has_backup_device_access": True},
-        WRONG,
+        TWICE_WRONG,
         "use_backup_method",
         "R6",
-        id="R6-wrong-number-backup-device",
+        id="R6-wrong-number-twice-backup-device",
     ),
     pytest.param(
         "sms+backup",
         None,
         {**DEVICE, "has_backup_device_access": False},
-        WRONG,
+        TWICE_WRONG,
         "cancel_2sv_no_device_access",
         "R6",
-        id="R6-wrong-number-no-backup-device",
+        id="R6-wrong-number-twice-no-backup-device",
+    ),
+    pytest.param(
+        "sms", None, CHANGED, None, "cancel_2sv_no_device_access", "R6", id="R6-number-changed"
+    ),
+    pytest.param(
+        "sms+backup",
+        None,
+        CHANGED,
+        None,
+        "ask_backup_device_access",
+        "R6",
+        id="R6-number-changed-backup-unknown",
+    ),
+    pytest.param("sms", None, DEVICE, WRONG, "recheck_phone_number", "R6a", id="R6a"),
+    pytest.param("sms+backup", None, DEVICE, WRONG, "recheck_phone_number", "R6a", id="R6a-backup"),
+    pytest.param(
+        "sms",
+        None,
+        {**DEVICE, "phone_number_changed": False},
+        WRONG,
+        "recheck_phone_number",
+        "R6a",
+        id="R6a-number-not-changed",
+    ),
+    pytest.param(
+        "sms", None, DEVICE, (WRONG, RIGHT), "check_ats_delivery", "R8", id="R8-right-after-wrong"
     ),
     pytest.param("sms", None, DEVICE, None, "verify_phone_number", "R7", id="R7"),
     pytest.param("sms", None, DEVICE, RIGHT, "check_ats_delivery", "R8", id="R8-no-lookup"),
@@ -648,11 +690,13 @@ def test_rule_table_through_the_api(
         )
         assert created.status_code == 201, created.content
         session_url = f"/api/v1/twosv/sessions/{created.json()['id']}/"
-        if spoken is not None:
+        numbers = (spoken,) if isinstance(spoken, str) else (spoken or ())
+        for number in numbers:
             verified = agent_client.post(
-                f"{session_url}verify-phone/", {"phone_number": spoken}, format="json"
+                f"{session_url}verify-phone/", {"phone_number": number}, format="json"
             )
             assert verified.status_code == 200, verified.content
+        if numbers:
             assert verified.json()["next_step"]["code"] == code
         step = agent_client.get(session_url).json()["next_step"]
 
@@ -661,7 +705,7 @@ def test_rule_table_through_the_api(
 
 def test_the_rule_table_covers_every_rule():
     rules = {param.values[5] for param in RULE_ROWS}
-    assert rules == {f"R{n}" for n in range(1, 17)}
+    assert rules == {f"R{n}" for n in range(1, 17)} | {"R6a"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,7 +751,12 @@ def test_regional_provider_advisory_for_an_indian_number_until_deactivated(agent
     body = read_state(agent_client, "cust-1")
     regional = [a for a in body["advisories"] if a["code"] == "regional_provider"]
     assert regional == [
-        {"code": "regional_provider", "message": INDIA_ADVISORY, "method_id": "m-sms"}
+        {
+            "code": "regional_provider",
+            "severity": "warning",
+            "message": INDIA_ADVISORY,
+            "method_id": "m-sms",
+        }
     ]
 
     # As the admin's change form does it: a save, which also refreshes the cached advisories.
@@ -727,6 +776,7 @@ def test_regional_provider_advisory_follows_the_admins_regions(agent_client):
     body = read_state(agent_client, "cust-1")
     assert {
         "code": "regional_provider",
+        "severity": "warning",
         "message": "Delays reaching UK numbers.",
         "method_id": "m-sms",
     } in body["advisories"]
@@ -789,3 +839,147 @@ def test_no_backup_hidden_when_the_backup_is_visible_or_removed(agent_client):
     assert "backup_hidden" not in advisory_codes(body)
     # "No code?" shows for any active backup, visible in the CRM or not.
     assert body["no_code_link_visible"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17: severity and order, every lock on screen, changed numbers, blocked resends
+# ---------------------------------------------------------------------------------------------
+
+
+def test_advisories_carry_a_severity_and_come_warnings_first(agent_client, settings):
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = 10
+    enroll("cust-1", "m-sms", phone_number=IN_NUMBER)
+    enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
+    enroll("cust-1", "m-app", kind="authenticator_app", role="backup")
+    resends("m-sms", 9, customer_id="cust-1", step=AT_ONCE, start=T0 - timedelta(hours=1))
+    lock("m-voice", customer_id="cust-1", step=AT_ONCE, at=T0 - timedelta(hours=2))
+    ingest(
+        event_type="phone_number_changed",
+        at=T0 - timedelta(days=3),
+        customer_id="cust-1",
+        method_id="m-sms",
+        phone_number="+919876543211",
+    )
+
+    body = read_state(agent_client, "cust-1")
+
+    assert [(a["code"], a["severity"], a.get("method_id")) for a in body["advisories"]] == [
+        ("approaching_lock", "warning", "m-sms"),
+        ("method_locked", "warning", "m-voice"),
+        ("number_recently_changed", "warning", "m-sms"),
+        ("regional_provider", "warning", "m-sms"),
+        ("carrier_hint", "info", "m-sms"),
+        ("backup_hidden", "info", None),
+    ]
+
+
+def test_method_locked_names_every_lock_the_step_is_not_about(agent_client, settings):
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
+    enroll("cust-1", "m-sms")
+    enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
+    locked_at = T0 - timedelta(hours=2)
+    lock("m-voice", customer_id="cust-1", step=AT_ONCE, at=locked_at)
+
+    body = read_state(agent_client, "cust-1")
+
+    assert body["next_step"]["method_id"] == "m-sms"
+    [advisory] = [a for a in body["advisories"] if a["code"] == "method_locked"]
+    assert advisory["method_id"] == "m-voice"
+    assert parse_time(advisory["locked_until"]) == locked_at + timedelta(hours=24)
+    assert advisory["severity"] == "warning"
+    # Only method_locked carries locked_until.
+    assert all("locked_until" not in a for a in body["advisories"] if a is not advisory)
+
+    # The locked primary is the step itself (R4): no advisory repeats it.
+    lock("m-sms", customer_id="cust-1", step=AT_ONCE, at=T0 - timedelta(hours=1))
+    body = read_state(agent_client, "cust-1")
+    assert body["next_step"]["code"] == "wait_for_lock_expiry"
+    assert [a["method_id"] for a in body["advisories"] if a["code"] == "method_locked"] == [
+        "m-voice"
+    ]
+
+
+def test_a_number_changed_lately_is_dated_on_the_method_and_in_an_advisory(
+    agent_client, time_machine
+):
+    enroll("cust-1", "m-sms")
+    assert method_in(read_state(agent_client, "cust-1"), "m-sms")["phone"]["changed_at"] is None
+    changed = T0 - timedelta(days=2)
+    ingest(
+        event_type="phone_number_changed",
+        at=changed,
+        customer_id="cust-1",
+        method_id="m-sms",
+        phone_number="+14155550188",
+    )
+
+    body = read_state(agent_client, "cust-1")
+
+    assert parse_time(method_in(body, "m-sms")["phone"]["changed_at"]) == changed
+    [advisory] = [a for a in body["advisories"] if a["code"] == "number_recently_changed"]
+    assert advisory["method_id"] == "m-sms"
+    assert "2026-02-28 12:00 UTC" in advisory["message"]
+    assert "2 days ago" in advisory["message"]
+    assert "+1415" not in advisory["message"]
+
+    # 30 days after the change it is no longer recent; the date stays on the method.
+    time_machine.move_to(changed + timedelta(days=30), tick=False)
+    body = read_state(agent_client, "cust-1")
+    assert "number_recently_changed" not in advisory_codes(body)
+    assert parse_time(method_in(body, "m-sms")["phone"]["changed_at"]) == changed
+
+
+def test_carrier_hint_not_for_a_locked_method_nor_after_delivered(agent_client, settings):
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
+    enroll("cust-1", "m-sms")
+    enroll("cust-1", "m-voice", kind="voice", role="backup", phone_number=GB_NUMBER)
+    assert [
+        a["method_id"]
+        for a in read_state(agent_client, "cust-1")["advisories"]
+        if a["code"] == "carrier_hint"
+    ] == ["m-sms", "m-voice"]
+
+    delivered = add_lookup("m-sms", "succeeded", "delivered")
+    # Older than the next one: the latest lookup is the newest by created_at.
+    DeliveryLookup.objects.filter(pk=delivered.pk).update(created_at=T0 - timedelta(minutes=5))
+    lock("m-voice", customer_id="cust-1", step=AT_ONCE, at=T0 - timedelta(hours=1))
+
+    assert "carrier_hint" not in advisory_codes(read_state(agent_client, "cust-1"))
+
+    # A later lookup that didn't find the code delivered brings the hint back.
+    add_lookup("m-sms", "succeeded", "carrier_filtered", finished_ago=timedelta(seconds=10))
+    assert advisory_codes(read_state(agent_client, "cust-1"), "m-sms") == ["carrier_hint"]
+
+
+def test_resends_count_the_requests_blocked_during_the_lock(agent_client, settings, time_machine):
+    settings.TWOSV_RESEND_LOCK_THRESHOLD = 3
+    enroll("cust-1", "m-sms")
+    locked_at = T0 - timedelta(hours=2)
+    lock("m-sms", customer_id="cust-1", step=AT_ONCE, at=locked_at)
+    resends("m-sms", 4, customer_id="cust-1", start=locked_at + timedelta(minutes=5))
+
+    sms = method_in(read_state(agent_client, "cust-1"), "m-sms")
+    assert sms["status"] == "locked"
+    assert sms["resends"] == {"count": 0, "threshold": 3, "blocked": 4}
+
+    # A late request during the lock re-folds the method: still counted as blocked.
+    ingest(at=locked_at + timedelta(minutes=1), customer_id="cust-1", method_id="m-sms")
+    assert method_in(read_state(agent_client, "cust-1"), "m-sms")["resends"]["blocked"] == 5
+
+    # Once the lock ends nothing is refused: the next requests count again.
+    time_machine.move_to(locked_at + timedelta(hours=24), tick=False)
+    sms = method_in(read_state(agent_client, "cust-1"), "m-sms")
+    assert sms["status"] == "active"
+    assert sms["resends"] == {"count": 0, "threshold": 3, "blocked": 0}
+
+
+def test_resends_are_null_for_methods_that_receive_no_codes(agent_client):
+    enroll("cust-1", "m-app", kind="authenticator_app")
+    enroll("cust-1", "m-key", kind="security_key", role="backup")
+    enroll("cust-1", "m-mail", kind="email", role="backup", email="ada@example.com")
+
+    body = read_state(agent_client, "cust-1")
+
+    assert method_in(body, "m-app")["resends"] is None
+    assert method_in(body, "m-key")["resends"] is None
+    assert method_in(body, "m-mail")["resends"] == {"count": 0, "threshold": 200, "blocked": 0}

@@ -124,13 +124,16 @@ def test_device_access_then_phone_verification_then_ats(producer_client, panel, 
     assert step["action"]["method"] == "POST"
     assert step["action"]["url"] == f"{panel.session_url}verify-phone/"
 
-    # A number that isn't the one on file: the device they have isn't the 2SV device, and
-    # without a backup the article sends them to Cancel 2SV.
+    # A number that isn't the one on file: people misread digits, so the panel asks for the
+    # number again (and whether the phone's number changed) before any Cancel-2SV advice.
     checked = panel.check_number("+1 415 555 0199")
     assert checked["match"] is False
     assert checked["tries_left"] == 4
-    assert checked["next_step"]["code"] == "cancel_2sv_no_device_access"
-    assert checked["next_step"]["rule"] == "R6"
+    assert checked["next_step"]["code"] == "recheck_phone_number"
+    assert checked["next_step"]["rule"] == "R6a"
+    assert checked["next_step"]["question"]["field"] == "phone_number_changed"
+    session = panel.answer(phone_number_changed=False)
+    assert session["next_step"]["code"] == "recheck_phone_number"
 
     # The caller corrects themselves, in the national format, then with spaces.
     checked = panel.check_number("(415) 555-0123")
@@ -188,6 +191,30 @@ def test_no_device_access_leads_to_the_cancel_flow(producer_client, panel):
     assert "I don't have access to that device" in step["instructions"]
 
 
+def test_a_wrong_number_twice_leads_to_the_cancel_flow(producer_client, panel):
+    push(producer_client, enrolment("m-sms", "sms", "primary", phone_number=NUMBER))
+    panel.start()
+    panel.answer(has_device_access=True)
+
+    assert panel.check_number("+1 415 555 0199")["next_step"]["code"] == "recheck_phone_number"
+    step = panel.check_number("+1 415 555 0198")["next_step"]
+
+    assert (step["code"], step["rule"]) == ("cancel_2sv_no_device_access", "R6")
+    assert "I don't have access to that device" in step["instructions"]
+
+
+def test_the_phones_number_changed_leads_to_the_cancel_flow(producer_client, panel):
+    push(producer_client, enrolment("m-sms", "sms", "primary", phone_number=NUMBER))
+    panel.start()
+    panel.answer(has_device_access=True)
+    assert panel.check_number("+1 415 555 0199")["next_step"]["code"] == "recheck_phone_number"
+
+    # "Has the number of this phone changed since 2SV was set up?" Yes.
+    step = panel.answer(phone_number_changed=True)["next_step"]
+
+    assert (step["code"], step["rule"]) == ("cancel_2sv_no_device_access", "R6")
+
+
 def test_changed_number_and_no_device_leads_to_the_cancel_flow(producer_client, panel):
     push(
         producer_client,
@@ -203,7 +230,14 @@ def test_changed_number_and_no_device_leads_to_the_cancel_flow(producer_client, 
     panel.start()
     panel.answer(has_device_access=True)
 
-    # The caller gives the number they remember: the old one.
+    # The panel says the number on file changed the day before.
+    advisories = {a["code"]: a for a in panel.state()["advisories"]}
+    assert advisories["number_recently_changed"]["method_id"] == "m-sms"
+
+    # The caller gives the number they remember: the old one, twice.
+    checked = panel.check_number("(415) 555-0123")
+    assert checked["match"] is False
+    assert checked["next_step"]["code"] == "recheck_phone_number"
     checked = panel.check_number("(415) 555-0123")
 
     assert checked["match"] is False

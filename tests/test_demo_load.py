@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
+import phonenumbers
 import pytest
 import time_machine
 from django.contrib.auth.models import User
@@ -252,3 +253,37 @@ def test_relative_times(value, expected):
 def test_relative_times_refuse_the_future_and_typos(value):
     with pytest.raises(CommandError):
         parse_offset(value)
+
+
+def test_the_pending_lookup_is_due_for_the_first_sweep_and_completes(settings):
+    """Issue 17, item 4: under `make run` the server's first sweep completes it."""
+    demo_load()
+    lookup = DeliveryLookup.objects.get(customer__customer_id="demo-lookup-pending")
+    now = timezone.now()
+    assert lookup.status == "pending"
+    # Published just over stale-after ago, then lost: due for the sweeper's next run.
+    assert lookup.enqueued_at == lookup.created_at
+    assert now - settings.TWOSV_LOOKUP_STALE_AFTER - timedelta(seconds=30) < lookup.created_at
+    assert lookup.created_at < now - settings.TWOSV_LOOKUP_STALE_AFTER
+
+    assert services.lookups_sweep() >= 1
+    lookup.refresh_from_db()
+    # The demo's local ATS record for its number: delivered.
+    assert (lookup.status, lookup.verdict) == ("succeeded", "delivered")
+
+
+def test_the_walkthrough_says_which_number_to_type():
+    """Issue 17, item 11: every phone check in the printed walkthrough names its number."""
+    out = demo_load()
+    assert "{number}" not in out
+    assert "verify +1 202-555-0143 -> check_ats_delivery" in out
+    assert "has the device: yes; verify +1 206-555-0188; run the ATS lookup" in out
+    assert "phone check: type +91 98765 43210 for a match" in out
+    for customer in json.loads(FIXTURE.read_text())["customers"]:
+        if any("{number}" in step["do"] for step in customer.get("walkthrough", [])):
+            number = phonenumbers.format_number(
+                phonenumbers.parse(primary(customer["customer_id"]).phone_number),
+                phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+            )
+            assert f"verify {number}" in out, customer["customer_id"]
+            assert f"phone check: type {number} for a match" in out, customer["customer_id"]

@@ -35,7 +35,11 @@ ALL_OK = Answers(has_device_access=True, phone_number_matches=True)
 NO_DEVICE = Answers(has_device_access=False)
 NO_DEVICE_BACKUP_OK = Answers(has_device_access=False, has_backup_device_access=True)
 NO_DEVICE_NO_BACKUP = Answers(has_device_access=False, has_backup_device_access=False)
-MISMATCH = Answers(has_device_access=True, phone_number_matches=False)
+MISMATCH = Answers(has_device_access=True, phone_number_matches=False, phone_check_misses=1)
+TWO_MISSES = Answers(has_device_access=True, phone_number_matches=False, phone_check_misses=2)
+NUMBER_CHANGED = Answers(has_device_access=True, phone_number_changed=True)
+MISMATCH_NOT_CHANGED = replace(MISMATCH, phone_number_changed=False)
+MATCH_AFTER_MISS = Answers(has_device_access=True, phone_number_matches=True)
 BACKUP_OK = Answers(has_backup_device_access=True)
 BACKUP_NO = Answers(has_backup_device_access=False)
 
@@ -183,12 +187,72 @@ CASES: list[tuple[str, Facts, str, str]] = [
         "cancel_2sv_no_device_access",
         "R6",
     ),
-    ("R6 phone mismatch", facts(method(), answers=MISMATCH), "cancel_2sv_no_device_access", "R6"),
     (
-        "R6 phone mismatch, backup",
-        facts(method(), backup(), answers=MISMATCH),
+        "R6 two misses in a row",
+        facts(method(), answers=TWO_MISSES),
+        "cancel_2sv_no_device_access",
+        "R6",
+    ),
+    (
+        "R6 two misses in a row, backup",
+        facts(method(), backup(), answers=TWO_MISSES),
         "ask_backup_device_access",
         "R6",
+    ),
+    (
+        "R6 number changed",
+        facts(method(), answers=NUMBER_CHANGED),
+        "cancel_2sv_no_device_access",
+        "R6",
+    ),
+    (
+        "R6 number changed after a miss",
+        facts(method(), answers=replace(MISMATCH, phone_number_changed=True)),
+        "cancel_2sv_no_device_access",
+        "R6",
+    ),
+    (
+        "R6 number changed, backup device",
+        facts(method(), backup(), answers=replace(NUMBER_CHANGED, has_backup_device_access=True)),
+        "use_backup_method",
+        "R6",
+    ),
+    (
+        "R6 number changed, no backup device",
+        facts(method(), backup(), answers=replace(NUMBER_CHANGED, has_backup_device_access=False)),
+        "cancel_2sv_no_device_access",
+        "R6",
+    ),
+    ("R6a one miss", facts(method(), answers=MISMATCH), "recheck_phone_number", "R6a"),
+    (
+        "R6a one miss, with a backup",
+        facts(method(), backup(), answers=MISMATCH),
+        "recheck_phone_number",
+        "R6a",
+    ),
+    (
+        "R6a one miss, number not changed",
+        facts(method(), answers=MISMATCH_NOT_CHANGED),
+        "recheck_phone_number",
+        "R6a",
+    ),
+    (
+        "R6a one miss, voice",
+        facts(method(kind="voice"), answers=MISMATCH),
+        "recheck_phone_number",
+        "R6a",
+    ),
+    (
+        "R8 a match after a miss",
+        facts(method(), answers=MATCH_AFTER_MISS),
+        "check_ats_delivery",
+        "R8",
+    ),
+    (
+        "R8 number not changed, verified",
+        facts(method(), answers=replace(ALL_OK, phone_number_changed=False)),
+        "check_ats_delivery",
+        "R8",
     ),
     ("R7 sms unverified", facts(method(), answers=HAS_DEVICE), "verify_phone_number", "R7"),
     (
@@ -328,8 +392,11 @@ def test_rule_table(f: Facts, code: str, rule: str) -> None:
     assert (step.code, step.rule) == (code, rule)
 
 
+RULE_NUMBERS = [*(f"R{n}" for n in range(1, 7)), "R6a", *(f"R{n}" for n in range(7, 17))]
+
+
 def test_the_cases_cover_every_rule_and_step_code() -> None:
-    assert {s.rule for s in ALL_STEPS} == {f"R{n}" for n in range(1, 17)}
+    assert {s.rule for s in ALL_STEPS} == set(RULE_NUMBERS)
     assert {s.code for s in ALL_STEPS} == {
         "no_2sv_enrolled",
         "use_backup_method",
@@ -338,6 +405,7 @@ def test_the_cases_cover_every_rule_and_step_code() -> None:
         "ask_device_access",
         "cancel_2sv_no_device_access",
         "verify_phone_number",
+        "recheck_phone_number",
         "check_ats_delivery",
         "wait_for_ats_lookup",
         "retry_ats_lookup",
@@ -351,9 +419,8 @@ def test_the_cases_cover_every_rule_and_step_code() -> None:
 
 
 def test_the_table_reads_in_rule_order() -> None:
-    numbers = [int(rule.rule[1:]) for rule in RULES]
-    assert numbers == sorted(numbers)
-    assert set(numbers) == set(range(1, 17))
+    read = list(dict.fromkeys(rule.rule for rule in RULES))  # each rule once, first seen
+    assert read == RULE_NUMBERS
 
 
 @pytest.mark.parametrize(("f", "code", "rule"), CASE_PARAMS)
@@ -430,7 +497,8 @@ def test_the_safety_scan_catches_unsafe_phrasing() -> None:
         facts(method(), answers=NO_DEVICE),
         facts(method(), answers=NO_DEVICE_NO_BACKUP),
         facts(method(), backup(), answers=NO_DEVICE_NO_BACKUP),
-        facts(method(), answers=MISMATCH),
+        facts(method(), answers=TWO_MISSES),
+        facts(method(), answers=NUMBER_CHANGED),
         facts(method(kind="authenticator_app", has_phone=False), answers=NO_DEVICE),
     ],
 )
@@ -474,10 +542,14 @@ def test_ask_steps_carry_their_question() -> None:
     backup_step = decide(facts(locked(), backup())).step
     assert backup_step.question is not None
     assert backup_step.question.field == "has_backup_device_access"
+    recheck = decide(facts(method(), answers=MISMATCH)).step
+    assert recheck.question is not None
+    assert recheck.question.field == "phone_number_changed"
+    assert recheck.question.prompt == "Has the number of this phone changed since 2SV was set up?"
     assert all(
         s.question is None
         for s in ALL_STEPS
-        if s.code not in {"ask_device_access", "ask_backup_device_access"}
+        if s.code not in {"ask_device_access", "ask_backup_device_access", "recheck_phone_number"}
     )
 
 
@@ -522,6 +594,11 @@ def test_reasons_state_the_facts() -> None:
     )
     assert "no access to the device" in decide(facts(method(), answers=NO_DEVICE)).step.reason
     assert "doesn't match" in decide(facts(method(), answers=MISMATCH)).step.reason
+    assert "2 times in a row" in decide(facts(method(), answers=TWO_MISSES)).step.reason
+    assert (
+        "changed since 2SV was set up"
+        in decide(facts(method(), answers=NUMBER_CHANGED)).step.reason
+    )
     assert (
         "no access to the backup device"
         in decide(facts(method(), backup(), answers=NO_DEVICE_NO_BACKUP)).step.reason
@@ -710,15 +787,37 @@ def test_advisory_order() -> None:
         method(phone_region="IN", resend_count=195),
         backup("m-voice", kind="voice", has_phone=True, phone_region="IN", resend_count=190),
     )
-    assert codes(advisories(f)) == [
-        ("backup_hidden", None),
-        ("carrier_hint", "m-primary"),
-        ("regional_provider", "m-primary"),
+    found = advisories(f)
+    assert codes(found) == [
         ("approaching_lock", "m-primary"),
-        ("carrier_hint", "m-voice"),
-        ("regional_provider", "m-voice"),
         ("approaching_lock", "m-voice"),
+        ("regional_provider", "m-primary"),
+        ("regional_provider", "m-voice"),
+        ("carrier_hint", "m-primary"),
+        ("carrier_hint", "m-voice"),
+        ("backup_hidden", None),
     ]
+    assert [a.severity for a in found] == ["warning"] * 4 + ["info"] * 3
+
+
+def test_advisory_order_puts_every_warning_before_any_info() -> None:
+    f = facts(
+        method(phone_region="IN", resend_count=195, phone_changed_at=NOW - timedelta(days=2)),
+        locked("m-voice", kind="voice", role="backup", phone_region="US"),
+        backup(),
+        delivery_incidents=MappingProxyType({"IN": NOW - timedelta(minutes=20)}),
+    )
+    found = advisories(f)
+    assert [a.code for a in found] == [
+        "approaching_lock",
+        "method_locked",
+        "number_recently_changed",
+        "delivery_incident",
+        "regional_provider",
+        "carrier_hint",
+        "backup_hidden",
+    ]
+    assert [a.severity for a in found] == ["warning"] * 5 + ["info"] * 2
 
 
 def test_a_succeeded_lookup_without_a_verdict_is_run_again() -> None:
@@ -739,3 +838,136 @@ def test_advisory_messages_read_well() -> None:
     messages = {a.code: a.message for a in advisories(f)}
     assert "+1 480-360-5516" in messages["carrier_hint"]
     assert "Don't tell the customer to resend again" in messages["approaching_lock"]
+
+
+# --- Issue 17: locks elsewhere, changed numbers, rechecks, wording -------------------
+
+
+def test_method_locked_for_every_lock_but_the_steps_own() -> None:
+    f = facts(
+        method(),
+        locked("m-voice", kind="voice", role="backup", visible_in_crm=True),
+        answers=HAS_DEVICE,
+    )
+    decision = decide(f)
+    assert decision.step.method_id == "m-primary"
+    [advisory] = [a for a in decision.advisories if a.code == "method_locked"]
+    assert (advisory.method_id, advisory.locked_until) == ("m-voice", LOCKED_UNTIL)
+    assert advisory.severity == "warning"
+    assert "2025-03-01 17:30 UTC" in advisory.message
+    assert "5 h 30 min" in advisory.message
+
+
+def test_method_locked_not_for_the_method_the_step_is_about() -> None:
+    # P's lock is the step itself (R4); a removed method's lock says nothing.
+    f = facts(locked(), locked("m-old", role="backup", active=False))
+    assert decide(f).step.code == "wait_for_lock_expiry"
+    assert "method_locked" not in [a.code for a in decide(f).advisories]
+
+
+def test_method_locked_when_the_session_method_is_the_unlocked_backup() -> None:
+    f = facts(locked(), backup(), session_method_id="m-backup", answers=HAS_DEVICE)
+    found = [(a.code, a.method_id) for a in decide(f).advisories]
+    assert ("method_locked", "m-primary") in found
+
+
+def test_number_recently_changed_within_30_days() -> None:
+    changed = NOW - timedelta(days=2, hours=3)
+    found = advisories(facts(method(phone_changed_at=changed)))
+    [advisory] = [a for a in found if a.code == "number_recently_changed"]
+    assert advisory.method_id == "m-primary"
+    assert advisory.severity == "warning"
+    assert "2025-02-27 09:00 UTC" in advisory.message
+    assert "2 days ago" in advisory.message
+
+
+@pytest.mark.parametrize(
+    "m",
+    [
+        method(phone_changed_at=None),
+        method(phone_changed_at=NOW - timedelta(days=30)),
+        method(phone_changed_at=NOW - timedelta(days=2), active=False),
+        method(kind="email", phone_changed_at=NOW - timedelta(days=2)),
+    ],
+    ids=["never", "30 days ago", "removed", "email"],
+)
+def test_number_recently_changed_absent(m: MethodFacts) -> None:
+    assert "number_recently_changed" not in [a.code for a in advisories(facts(m))]
+
+
+@pytest.mark.parametrize(
+    ("m", "shown"),
+    [
+        (method(), True),
+        (method(latest_verdict="carrier_filtered"), True),
+        (method(kind="voice", latest_verdict="unreachable"), True),
+        (method(latest_verdict="delivered"), False),
+        (locked(), False),
+        (method(kind="email"), False),
+    ],
+    ids=["no lookup", "filtered", "voice unreachable", "delivered", "locked", "email"],
+)
+def test_carrier_hint_only_for_unlocked_phones_not_known_delivered(
+    m: MethodFacts, shown: bool
+) -> None:
+    found = [a for a in advisories(facts(m)) if a.code == "carrier_hint"]
+    assert bool(found) is shown
+    assert all(a.severity == "info" for a in found)
+
+
+def test_a_match_after_a_miss_goes_on_to_ats() -> None:
+    assert decide(facts(method(), answers=MISMATCH)).step.code == "recheck_phone_number"
+    step = decide(facts(method(), answers=MATCH_AFTER_MISS)).step
+    assert (step.code, step.rule) == ("check_ats_delivery", "R8")
+
+
+def test_recheck_asks_for_the_number_again_and_whether_it_changed() -> None:
+    step = decide(facts(method(), answers=MISMATCH)).step
+    assert step.action is not None
+    assert (step.action.method, step.action.url) == (
+        "POST",
+        "/api/v1/twosv/sessions/s-1/verify-phone/",
+    )
+    assert "once more" in step.instructions
+    assert "changed since they set up 2SV" in step.instructions
+    assert "Never say the number on file" in step.instructions
+    assert step.alternatives == ()
+    assert not re.search(r"\d{3}", step.instructions + step.reason)
+
+
+def test_first_question_with_a_usable_backup_leads_to_the_backup_question() -> None:
+    with_backup = decide(facts(method(), backup())).step
+    assert with_backup.code == "ask_device_access"
+    assert "Cancel two-step verification" not in with_backup.instructions
+    assert "backup" in with_backup.instructions
+    # No, then: the backup question, as the first step said.
+    assert decide(facts(method(), backup(), answers=NO_DEVICE)).step.code == (
+        "ask_backup_device_access"
+    )
+    without = decide(facts(method())).step
+    assert "Cancel two-step verification" in without.instructions
+    locked_backup = decide(facts(method(), locked("m-b", kind="voice", role="backup"))).step
+    assert "Cancel two-step verification" in locked_backup.instructions
+
+
+def test_india_step_says_what_the_backup_situation_is() -> None:
+    lookup_ = lookup(verdict="regional_provider_issue")
+    none = decide(
+        facts(method(phone_region="IN"), answers=ALL_OK, latest_lookup=lookup_)
+    ).step.instructions
+    assert "If the customer set up a backup" not in none
+    assert "no usable backup method" in none
+    with_backup = decide(
+        facts(method(phone_region="IN"), backup(), answers=ALL_OK, latest_lookup=lookup_)
+    ).step.instructions
+    assert "No code?" in with_backup
+    assert "the backup authenticator app method" in with_backup
+    no_device = decide(
+        facts(
+            method(phone_region="IN"),
+            backup(),
+            answers=replace(ALL_OK, has_backup_device_access=False),
+            latest_lookup=lookup_,
+        )
+    ).step.instructions
+    assert "no access to their backup device" in no_device

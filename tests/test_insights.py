@@ -189,7 +189,69 @@ def test_charts_are_inline_svg_with_no_script_and_no_cdn(root_client, history):
         assert 'href="http' not in chart
     assert "Methods locked" in charts[0]
     assert "Regional provider issue" in charts[1]
-    assert "check_carrier_block" in charts[2]
+    # Steps by the title agents saw in the panel, not by code (issue 17, item 10).
+    assert "Check for a carrier block" in charts[2]
+    assert "check_carrier_block" not in charts[2]
+
+
+def axis_ticks(chart: str) -> list[str]:
+    """Return the labels of a pygal chart's value axis (its numeric guide labels)."""
+    labels = re.findall(r'class="guides".*?<text[^>]*>([^<]*)</text>', chart, re.S)
+    return [label for label in labels if re.fullmatch(r"-?[\d.,]+", label)]
+
+
+def test_counts_are_drawn_on_whole_number_axes(root_client, history):
+    html = root_client.get(URL).content.decode()
+    charts = re.findall(r"<svg[^>]*class=\"pygal-chart\".*?</svg>", html, re.S)
+    for chart in charts:
+        ticks = axis_ticks(chart)
+        assert ticks, chart[:200]
+        # Counts have no tenths: pygal's default axis for 1-3 sessions ticks 0.2, 0.4, ...
+        assert all(re.fullmatch(r"\d+", tick) for tick in ticks), ticks
+        assert "0" in ticks
+
+
+def test_the_steps_table_names_steps_by_title(root_client, history):
+    html = root_client.get(URL).content.decode()
+    steps = html[html.index('id="steps"') :]
+    assert 'title="check_carrier_block">Check for a carrier block</th>' in steps
+    assert "Wait for the lock to end" in steps
+    assert "<code>check_carrier_block</code>" not in steps
+
+
+def engine_step_titles() -> dict[str, str]:
+    """Return each Step(code=..., title=_("...")) of the engine's source, by code."""
+    import ast
+    from pathlib import Path
+
+    from twosv.vocabulary import StepCode
+
+    titles: dict[str, str] = {}
+    engine = Path(insights.__file__).parent / "engine"
+    for source in sorted(engine.glob("steps_*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Step":
+                keywords = {k.arg: k.value for k in node.keywords}
+                code = keywords["code"]
+                title = keywords["title"]
+                assert isinstance(code, ast.Attribute)
+                assert isinstance(title, ast.Call)
+                assert isinstance(title.args[0], ast.Constant)
+                titles[StepCode[code.attr].value] = title.args[0].value
+    return titles
+
+
+def test_step_titles_are_the_engines():
+    from twosv.vocabulary import StepCode
+
+    # If this fails after a step's title changed in twosv/engine/steps_*.py, update
+    # twosv.insights.STEP_TITLES to match: the admin names steps as the panel does.
+    assert engine_step_titles() == {
+        code.value: title for code, title in insights.STEP_TITLES.items()
+    }
+    assert set(insights.STEP_TITLES) == set(StepCode)
+    assert insights.step_title("") == "(no step)"
+    assert insights.step_title("a_retired_step") == "a_retired_step"
 
 
 def test_empty_period_renders(root_client):
@@ -227,12 +289,12 @@ def test_anonymous_is_sent_to_login():
 
 
 def test_figures_take_a_constant_number_of_queries(django_assert_num_queries, history):
-    # One grouped query per figure, plus the active advisories.
-    with django_assert_num_queries(4):
+    # One grouped query per figure, plus the active advisories and the delivery incidents.
+    with django_assert_num_queries(5):
         insights.insights_for(days=90)
     for n in range(30):
         lock(factories.MethodFactory(), T0 - timedelta(days=n % 20, hours=3))
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         insights.insights_for(days=90)
 
 

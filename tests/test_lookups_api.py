@@ -111,7 +111,9 @@ def test_delivered_code_gives_a_delivered_verdict(
         "finished_at",
         "tries",
         "failure_reason",
+        "source",
     }
+    assert lookup["source"] == "http"
     assert lookup["customer_id"] == method.customer.customer_id
     assert lookup["method_id"] == method.method_id
     assert (lookup["status"], lookup["verdict"], lookup["tries"]) == ("succeeded", "delivered", 1)

@@ -26,7 +26,7 @@ from django.utils.dateparse import parse_datetime
 from crm_plugin.http.links import PANEL_LINK_SALT
 from tests import factories
 from tests.builders import enter_panel
-from twosv.models import AuditEntry, TroubleshootingSession
+from twosv.models import AuditEntry, DeliveryLookup, TroubleshootingSession
 
 pytestmark = pytest.mark.django_db
 
@@ -103,7 +103,8 @@ class PanelDriver:
         with self._capture_on_commit(execute=True):
             response = self.client.post(panel_url(customer_id, action), data)
         assert response.status_code == 302, response.content[:300]
-        assert response["Location"] == panel_url(customer_id) + "#step"
+        # Back to the page's top, where the live region says the result (issue 17).
+        assert response["Location"] == panel_url(customer_id)
         page = self.get(customer_id)
         assert page.status_code == 200
         return page
@@ -336,7 +337,9 @@ def test_a_locked_method_shows_its_countdown_and_resend_count(load_demo, panel):
     seconds = [int(s) for s in re.findall(r'data-countdown="(\d+)"', html)]
     assert len(seconds) == 2  # the step's and the method's
     assert all(17 * 3600 < s < 24 * 3600 for s in seconds)
-    assert "/200</strong>" in html
+    # A locked method counts the requests it blocked, not resends toward a lock it has.
+    assert "Blocked while locked: <strong>" in html
+    assert "/200</strong>" not in html
     assert "Locked" in html
 
 
@@ -407,7 +410,7 @@ def test_a_hidden_backup_is_offered_when_the_device_is_lost(load_demo, panel):
     assert step_of(page) == "use_backup_method"
 
 
-def test_a_changed_number_shows_no_match_and_never_the_number(load_demo, panel):
+def test_a_changed_number_shows_no_match_asks_again_and_never_the_number(load_demo, panel):
     load_demo("demo-changed-number")
     panel.answer("demo-changed-number", "has_device_access", "yes")
 
@@ -418,7 +421,18 @@ def test_a_changed_number_shows_no_match_and_never_the_number(load_demo, panel):
     assert "No match: the number isn&#x27;t the one on file." in html
     for shown in ("2135550111", "213-555-0111", "2125550142", "212-555-0142"):
         assert shown not in html
+    # One miss may be a misread digit (R6a): check again, and ask whether the number changed.
+    assert step_of(page) == "recheck_phone_number"
+    assert 'name="phone_number"' in html
+    assert 'value="phone_number_changed"' in html
+    # The change two days ago is said: an advisory above the step, and on the method's line.
+    assert "advisory-number_recently_changed" in html
+    assert html.index("advisory-number_recently_changed") < html.index('id="step"')
+    assert 'class="number-changed"' in html
+
+    page = panel.answer("demo-changed-number", "phone_number_changed", "yes")
     assert step_of(page) == "cancel_2sv_no_device_access"
+    assert 'title="Rule of the next-step table">R6<' in page.content.decode()
 
 
 def test_phone_checks_are_limited_per_session(load_demo, panel):
@@ -431,8 +445,13 @@ def test_phone_checks_are_limited_per_session(load_demo, panel):
     for _ in range(3):
         page = panel.post("demo-sms-only", "verify-phone/", {"phone_number": "+12025550100"})
     page = panel.post("demo-sms-only", "verify-phone/", {"phone_number": "+12025550143"})
-    assert "no more tries" in page.content.decode()
-    assert step_of(page) == "cancel_2sv_no_device_access"  # the last answer was "no match"
+    html = page.content.decode()
+    assert "no more tries" in html
+    assert step_of(page) == "cancel_2sv_no_device_access"  # two misses in a row: R6
+    # No form with no try left: the page says why and what's next.
+    assert 'name="phone_number"' not in html
+    assert "No number checks left" in html
+    assert "Cancel two-step verification" in html
 
 
 def test_a_locked_primary_with_a_backup_asks_about_the_backup_device(load_demo, panel):
@@ -447,6 +466,10 @@ def test_a_locked_primary_with_a_backup_asks_about_the_backup_device(load_demo, 
 
 def test_a_pending_lookup_is_polled_through_the_status_fragment(load_demo, panel):
     load_demo("demo-lookup-pending", "demo-lookup-failed")
+    # Just published (fresh), whatever age the demo gives it.
+    DeliveryLookup.objects.filter(status="pending").update(
+        created_at=timezone.now(), enqueued_at=timezone.now()
+    )
     html = panel.html("demo-lookup-pending")
     assert 'data-poll-url="/panel/customers/demo-lookup-pending/lookup/status/"' in html
 
@@ -476,7 +499,7 @@ def test_one_session_per_customer_and_agent_until_closed(load_demo, panel):
     other.post(panel_url("demo-sms-only", "answer/"), {"field": "has_device_access", "value": "no"})
     assert TroubleshootingSession.objects.count() == 3
 
-    panel.post("demo-sms-only", "close/", {"outcome": "escalated"})
+    panel.post("demo-sms-only", "close/", {"outcome": "escalated", "helpful": "no"})
     page = panel.answer("demo-sms-only", "has_device_access", "yes")
     assert "This session is closed." in page.content.decode()
     page = panel.post("demo-sms-only", "new-session/", {})
@@ -505,7 +528,8 @@ def test_bad_form_input_changes_nothing(load_demo, panel):
     for action, data in [
         ("answer/", {"field": "has_device_access", "value": "maybe"}),
         ("answer/", {"field": "phone_number_matches", "value": "yes"}),
-        ("close/", {"outcome": "solved"}),
+        ("close/", {"outcome": "solved", "helpful": "yes"}),
+        ("close/", {"outcome": "resolved"}),  # "helpful" can't be skipped silently
         ("method/", {"method_id": "no-such-method"}),
     ]:
         page = panel.post("demo-sms-only", action, data)
@@ -514,3 +538,114 @@ def test_bad_form_input_changes_nothing(load_demo, panel):
     assert session.has_device_access is None
     assert session.closed_at is None
     assert panel.get("demo-sms-only", "answer/").status_code == 405
+
+
+# ---------------------------------------------------------------------------------------------
+# The live call (issue 17): results, advisories, the close question, times, "Ask again"
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_action_says_its_result_in_the_live_region(load_demo, panel):
+    load_demo("demo-sms-only")
+    live = re.compile(r'<div id="live"[^>]*aria-live="polite"[^>]*>(.*?)</div>', re.S)
+
+    def said(page: Any) -> str:
+        match = live.search(page.content.decode())
+        assert match is not None
+        return match.group(1)
+
+    page = panel.answer("demo-sms-only", "has_device_access", "yes")
+    assert "Answer recorded: has the device: Yes. Next step: Verify the phone number." in said(page)
+    page = panel.post("demo-sms-only", "verify-phone/", {"phone_number": "+1 202 555 0134"})
+    assert "No match" in said(page)
+    assert "Next step: Check the number again." in said(page)
+    page = panel.post("demo-sms-only", "verify-phone/", {"phone_number": "+1 202 555 0143"})
+    assert "Match: the number is the one on file." in said(page)
+    page = panel.post("demo-sms-only", "lookup/", {})
+    # The test client runs the task after the response ("Asked ATS"); a server, before it
+    # ("ATS answered: Delivered.", tests/test_panel_live_call.py).
+    assert re.search(r"Asked ATS|ATS answered: Delivered\.", said(page))
+    page = panel.post("demo-sms-only", "close/", {"outcome": "resolved", "helpful": "yes"})
+    assert "Session closed: Yes, solved." in said(page)
+
+
+def test_warnings_come_first_above_the_step_and_hints_after(load_demo, panel):
+    load_demo("demo-approaching", "demo-locked-backup")
+    html = panel.html("demo-approaching")
+    assert html.index('data-severity="warning"') < html.index('id="step"')
+    assert html.index('id="step"') < html.index("advisory-carrier_hint")
+    assert 'class="nowrap">+1 480-360-5516</span>' in html
+
+    # Troubleshooting the backup: the primary's lock is a warning above the step.
+    page = panel.post("demo-locked-backup", "method/", {"method_id": "demo-locked-backup-app"})
+    html = page.content.decode()
+    lock = html.index('data-lock-of="demo-locked-backup-sms"')
+    assert lock < html.index('id="step"')
+    assert "advisory-carrier_hint" not in html  # a locked method gets no code: no carrier hint
+
+
+def test_the_close_form_asks_one_plain_question_and_requires_the_feedback(load_demo, panel):
+    load_demo("demo-sms-only")
+    html = panel.html("demo-sms-only")
+    assert 'Did this solve the customer\'s problem? <span class="required">(required)' in html
+    assert 'Was the suggested step helpful? <span class="required">(required)' in html
+    assert html.count('name="helpful" value="yes" required') == 1
+
+    page = panel.post("demo-sms-only", "close/", {"outcome": "not_resolved"})
+    assert "Not closed yet: say whether the suggested step was helpful (Yes or No)." in (
+        page.content.decode().replace("&#x27;", "'")
+    )
+    assert not TroubleshootingSession.objects.filter(closed_at__isnull=False).exists()
+
+
+def test_times_carry_utc_on_hover_and_never_say_0_minutes(load_demo, panel):
+    load_demo("demo-locked", "demo-delivered")
+    html = panel.html("demo-locked")
+    assert re.search(r'<time datetime="[^"]+\+00:00" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">', html)
+    panel.answer("demo-delivered", "has_device_access", "yes")
+    panel.post("demo-delivered", "verify-phone/", {"phone_number": "+1 703-555-0155"})
+    html = panel.post("demo-delivered", "lookup/", {}).content.decode()
+    assert "0 minutes" not in html
+    assert 'data-relative="1"' in html
+
+
+def test_a_stale_pending_lookup_offers_ask_again_and_force_asks_again(
+    load_demo, panel, agent_client
+):
+    load_demo("demo-lookup-pending")
+    customer = "demo-lookup-pending"
+    seeded = DeliveryLookup.objects.get()
+    # Just published: fresh, whatever age the demo gives it.
+    DeliveryLookup.objects.filter(pk=seeded.pk).update(
+        created_at=timezone.now(), enqueued_at=timezone.now()
+    )
+    api = f"/api/v1/customers/{customer}/twosv/delivery-lookups/"
+
+    # Fresh in flight: force returns it, as before (the API's answer is unchanged).
+    response = agent_client.post(api, {"force": True}, format="json")
+    assert response.status_code == 200
+    assert response.json()["id"] == str(seeded.pk)
+    html = panel.html(customer)
+    assert "data-poll-url" in html
+    assert "data-stale-in=" in html
+    assert "Ask again</button>" not in html
+
+    # Older than TWOSV_LOOKUP_STALE_AFTER: the panel stops polling and offers "Ask again".
+    published = timezone.now() - settings.TWOSV_LOOKUP_STALE_AFTER - timedelta(seconds=1)
+    DeliveryLookup.objects.filter(pk=seeded.pk).update(created_at=published, enqueued_at=published)
+    html = panel.html(customer)
+    assert "data-poll-url" not in html
+    assert "Ask again</button>" in html
+    fragment = panel.get(customer, "lookup/status/").content.decode()
+    assert 'data-finished="1"' in fragment
+    assert 'data-stale="1"' in fragment
+
+    page = panel.post(customer, "lookup/", {"force": "on"})
+    seeded.refresh_from_db()
+    assert seeded.status == "failed"
+    assert seeded.failure_reason.startswith("Superseded by a new request")
+    fresh = DeliveryLookup.objects.exclude(pk=seeded.pk).get()
+    assert fresh.status == "succeeded"  # eager Celery ran it at once
+    assert re.search(r"Asked ATS|ATS answered: Delivered\.", page.content.decode())
+    entry = AuditEntry.objects.filter(action="lookup_request", result="created").latest("pk")
+    assert entry.details["superseded"] == str(seeded.pk)

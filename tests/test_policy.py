@@ -102,7 +102,7 @@ def test_resends_during_a_lock_are_blocked_and_do_not_extend_it() -> None:
     projection, outcomes = run([*lock_events, *during])
 
     assert outcomes[-3:] == [Outcome.BLOCKED] * 3
-    assert projection.lock == Lock(locked_at=locked_at, locked_until=locked_at + DAY)
+    assert projection.lock == Lock(locked_at=locked_at, locked_until=locked_at + DAY, blocked=3)
     assert projection.resend_count(locked_at + DAY - US, DEFAULT) == 0
 
 

@@ -15,10 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests import factories, openapi_check
+from crm_plugin.crm.models import CrmIdentity
+from tests import crm_signing, factories, openapi_check
 from tests.builders import event
 from twosv.models import LocalDeliveryRecord
 
@@ -32,8 +34,16 @@ IN = "+919876543210"
 # code, a secret, a raw ATS payload), then add it.
 RESPONSE_FIELDS = {
     "ActionOutput": {"label", "method", "url"},
-    "AdvisoryOutput": {"code", "message", "method_id"},
-    "AnswersOutput": {"has_backup_device_access", "has_device_access"},
+    "AdvisoryOutput": {
+        "code",
+        "locked_until",
+        "message",
+        "method_id",
+        "region",
+        "severity",
+        "since",
+    },
+    "AnswersOutput": {"has_backup_device_access", "has_device_access", "phone_number_changed"},
     "BatchOutput": {"results"},
     "BatchResultOutput": {"error", "event_id", "method", "status"},
     "CustomerOutput": {"customer_id", "display_name"},
@@ -60,13 +70,14 @@ RESPONSE_FIELDS = {
         "id",
         "method_id",
         "period_start",
+        "source",
         "started_at",
         "status",
         "tries",
         "verdict",
     },
     "LookupAttemptOutput": {"error_code", "provider", "sender", "sent_at", "status"},
-    "MaskedPhoneOutput": {"country_code", "masked", "region"},
+    "MaskedPhoneOutput": {"changed_at", "country_code", "masked", "region"},
     "MethodOutput": {
         "hidden_from_crm",
         "id",
@@ -79,8 +90,12 @@ RESPONSE_FIELDS = {
         "status",
     },
     "PanelLinkOutput": {"expires_at", "url"},
+    "CrmAgentOutput": {"email", "name", "username"},
+    "CrmTokenOutput": {"access_token", "agent", "expires_in", "token_type"},
     "QuestionOutput": {"field", "prompt"},
-    "ResendsOutput": {"count", "threshold"},
+    "ResendsOutput": {"blocked", "count", "threshold"},
+    "TimelineItemOutput": {"at", "detail", "error_code", "status", "type"},
+    "TimelineOutput": {"items", "next_cursor"},
     "SessionOutput": {
         "answers",
         "closed_at",
@@ -178,6 +193,22 @@ def test_every_operation_documents_its_errors_in_the_error_shape(schema):
             for code, response in errors.items():
                 assert response["content"]["application/json"]["schema"] == error_ref, (path, code)
             assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+
+
+def test_every_operation_has_its_own_summary_and_description(schema):
+    """Not a base class's docstring ("An APIView that writes an audit entry...")."""
+    from crm_plugin.api.base import AuditedApiView
+
+    internal = " ".join((AuditedApiView.__doc__ or "").split())
+    for path, item in schema["paths"].items():
+        if path in {"/api/v1/schema/", "/api/v1/docs/"}:
+            continue
+        for method, operation in item.items():
+            description = " ".join(operation.get("description", "").split())
+            assert operation.get("summary"), (method, path)
+            assert description, (method, path)
+            assert description != internal, (method, path)
+            assert "APIView" not in description, (method, path)
 
 
 def test_no_response_object_names_a_secret_or_a_full_number(schema):
@@ -427,10 +458,27 @@ def test_every_operation_and_its_answers_match_the_schema(
     check(agent.post(url + "close/", {"outcome": "resolved"}, format="json"), 409)
     check(agent.post(url + "close/", {"outcome": "maybe"}, format="json"), 400)
 
+    # The timeline: events, the lookup's attempt with its error code in words.
+    timeline = check(agent.get(base + "methods/m-in/timeline/"), 200)
+    assert {item["type"] for item in timeline["items"]} >= {"code_sent", "delivery_attempt"}
+    check(agent.get(base + "methods/m-in/timeline/?limit=1"), 200)
+    check(agent.get(base + "methods/m-in/timeline/?since=soon"), 400)
+    check(agent.get(base + "methods/nope/timeline/"), 404)
+    check(producer.get(base + "methods/m-in/timeline/"), 403)
+
     # Panel links.
     check(agent.post("/api/v1/panel-links/", {"customer_id": "cust-rich"}, format="json"), 201)
     check(agent.post("/api/v1/panel-links/", {}, format="json"), 400)
     check(agent.post("/api/v1/panel-links/", {"customer_id": "nobody"}, format="json"), 404)
+
+    # The CRM token exchange (docs/integrations.md): exchanged, a bad assertion, no such agent.
+    crm_signing.configure_crm(settings)
+    agent_user = User.objects.get(username="agent")
+    CrmIdentity.objects.create(issuer=crm_signing.ISSUER, subject="crm-agent-1", user=agent_user)
+    crm, exchange_url = APIClient(), "/api/v1/auth/crm-token/"
+    check(crm.post(exchange_url, {"assertion": crm_signing.generic()}, format="json"), 200)
+    check(crm.post(exchange_url, {"assertion": "not-a-jwt"}, format="json"), 401)
+    check(crm.post(exchange_url, {"assertion": crm_signing.generic(sub="x")}, format="json"), 403)
 
     # Every operation of the schema was exercised, each with a success and with an error.
     operations = {(m, p) for p, item in schema["paths"].items() for m in item}

@@ -80,7 +80,12 @@ def known_ids(agent, django_capture_on_commit_callbacks) -> dict[str, str]:
     session = services.session_start(customer=customer, agent=agent)
     with django_capture_on_commit_callbacks(execute=False):
         lookup, _ = services.lookup_request(customer=customer, actor=agent)
-    return {"customer_id": "cust-fuzz", "session_id": str(session.id), "lookup_id": str(lookup.id)}
+    return {
+        "customer_id": "cust-fuzz",
+        "session_id": str(session.id),
+        "lookup_id": str(lookup.id),
+        "method_id": "m-fuzz",
+    }
 
 
 @pytest.fixture

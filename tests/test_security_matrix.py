@@ -1,7 +1,8 @@
 """Who may call what (docs/SPEC.md §5), and the audit trail every refusal and agent action leaves.
 
 The matrix: every API operation x {no credentials, bad token, agent, producer, superuser, staff
-without a role} gives the status docs/SPEC.md says, and a wrong role leaves an audit entry. Agents
+without a role, an agent's Bearer access token (docs/SPEC.md §9), an expired Bearer token} gives
+the status docs/SPEC.md says, and a wrong role leaves an audit entry. Agents
 never write events; producers never read state, sessions or lookups; nobody reaches another
 agent's session. Every route of crm_plugin/api/urls.py must have a row here (a guard test).
 """
@@ -22,7 +23,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm_plugin.api import urls as api_urls
-from tests import factories
+from crm_plugin.crm.models import CrmIdentity
+from crm_plugin.crm.tokens import access_token_issue
+from tests import crm_signing, factories
 from tests.builders import event, token_client
 from twosv import services
 from twosv.models import (
@@ -39,7 +42,17 @@ pytestmark = pytest.mark.django_db
 PHONE = "+14155550123"
 CLIENT_IP = "203.0.113.7"
 SPOOFED_IP = "198.51.100.66"
-ROLES = ("none", "bad_token", "agent", "producer", "staff", "plain_staff")
+_SECOND = timedelta(seconds=1)
+ROLES = (
+    "none",
+    "bad_token",
+    "agent",
+    "producer",
+    "staff",
+    "plain_staff",
+    "bearer_agent",
+    "bearer_expired",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +75,7 @@ def _token_client(user: User) -> APIClient:
 
 
 @pytest.fixture
-def world(agent, producer, staff, django_capture_on_commit_callbacks) -> World:
+def world(agent, producer, staff, settings, django_capture_on_commit_callbacks) -> World:
     plain_staff = factories.UserFactory(username="plain-staff", is_staff=True)
     customer = factories.CustomerFactory(customer_id="cust-matrix")
     method = factories.MethodFactory(customer=customer, method_id="m-matrix", phone_number=PHONE)
@@ -75,6 +88,17 @@ def world(agent, producer, staff, django_capture_on_commit_callbacks) -> World:
     clients["none"] = APIClient(REMOTE_ADDR=CLIENT_IP)
     clients["bad_token"] = APIClient(REMOTE_ADDR=CLIENT_IP)
     clients["bad_token"].credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    # The Bearer column: the agent through a CRM access token, and one that has expired.
+    crm_signing.configure_crm(settings)
+    CrmIdentity.objects.create(issuer=crm_signing.ISSUER, subject="crm-agent-1", user=agent)
+    for role, ttl in (("bearer_agent", timedelta(minutes=15)), ("bearer_expired", -_SECOND)):
+        settings.CRM_ACCESS_TOKEN_TTL = ttl
+        issued = access_token_issue(user=agent, identity=None, issuer=crm_signing.ISSUER)
+        clients[role] = APIClient(REMOTE_ADDR=CLIENT_IP, HTTP_X_FORWARDED_FOR=SPOOFED_IP)
+        clients[role].credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw}")
+    settings.CRM_ACCESS_TOKEN_TTL = timedelta(minutes=15)
+    users["bearer_agent"] = agent
+    AuditEntry.objects.all().delete()
     return World(customer, method, session, lookup, clients, users)
 
 
@@ -93,12 +117,14 @@ def _event(event_id: str, type_: str = "method_enrolled", **data: Any) -> dict[s
 AGENT_ONLY = {
     "none": 401,
     "bad_token": 401,
+    "bearer_expired": 401,
     "producer": 403,
     "plain_staff": 403,
 }
 PRODUCER_ONLY = {
     "none": 401,
     "bad_token": 401,
+    "bearer_expired": 401,
     "agent": 403,
     "staff": 403,
     "plain_staff": 403,
@@ -120,6 +146,7 @@ class Operation:
             customer_id=world.customer.customer_id,
             session_id=world.session.id,
             lookup_id=world.lookup.id,
+            method_id=world.method.method_id,
         )
 
 
@@ -186,6 +213,13 @@ OPERATIONS = [
         audited_read="lookup_read",
     ),
     Operation(
+        "method-timeline",
+        "get",
+        "/api/v1/customers/{customer_id}/twosv/methods/{method_id}/timeline/",
+        {**AGENT_ONLY, "agent": 200, "staff": 200},
+        audited_read="timeline_read",
+    ),
+    Operation(
         "panel-link-create",
         "post",
         "/api/v1/panel-links/",
@@ -207,6 +241,14 @@ OPERATIONS = [
         "/api/v1/events/batch/",
         {**PRODUCER_ONLY, "producer": 200},
         body=lambda w: {"events": [_event("ev-matrix-batch")]},
+    ),
+    Operation(
+        "crm-token",
+        "post",
+        "/api/v1/auth/crm-token/",
+        # Anonymous: the assertion is the credential; a bad credential sent along is still 401.
+        {**ANYONE, "bad_token": 401, "bearer_expired": 401},
+        body=lambda w: {"assertion": crm_signing.generic()},
     ),
     Operation("schema", "get", "/api/v1/schema/?format=json", ANYONE),
     Operation("docs", "get", "/api/v1/docs/", ANYONE),
@@ -231,7 +273,9 @@ def call(world: World, op: Operation, role: str, client: APIClient | None = None
 def test_each_operation_answers_each_role_as_the_spec_says(world, op, role):
     response = call(world, op, role)
 
-    expected = op.expected[role]
+    # A Bearer token of an agent opens what the agent's own token does.
+    expected = op.expected.get(role, op.expected.get("agent")) if role == "bearer_agent" else None
+    expected = expected if expected is not None else op.expected[role]
     assert response.status_code == expected, response.content[:300]
     if expected == 401:
         # Token authentication is listed first: the challenge names it.
@@ -660,3 +704,32 @@ def test_undocumented_methods_are_405_for_the_right_role(world, op, method):
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert AuditEntry.objects.count() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Twilio's status callbacks: outside /api/ and its roles; only Twilio's signature opens them
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_twilio_webhook_ignores_api_credentials_and_wants_a_signature(world, role, twilio_ats):
+    from twosv.receipt_models import DeliveryReceipt
+
+    body = "MessageSid=SM" + "0" * 32 + "&MessageStatus=delivered&To=%2B14155550123"
+
+    response = world.clients[role].post(
+        "/webhooks/twilio/message-status/",
+        body,
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+    assert not DeliveryReceipt.objects.exists()
+    # A forged callback is not an agent's refusal: nothing in the audit trail.
+    assert not AuditEntry.objects.exists()
+
+
+def test_the_twilio_webhook_is_not_part_of_the_api_schema(client):
+    schema = client.get("/api/v1/schema/?format=json").json()
+    assert not [path for path in schema["paths"] if "webhook" in path]

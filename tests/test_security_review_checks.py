@@ -25,7 +25,15 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from tests import factories
-from tests.builders import ENROLLED_AT, T0, enroll, event, parse_time, token_client
+from tests.builders import (
+    ENROLLED_AT,
+    T0,
+    enroll,
+    enter_panel,
+    event,
+    parse_time,
+    token_client,
+)
 from twosv import services
 from twosv.errors import DomainError
 from twosv.models import AuditEntry, Customer, TroubleshootingSession
@@ -207,7 +215,7 @@ def test_finding_01_the_panel_check_hits_the_same_limit(
     # Eight tries through the API, in two sessions.
     wrong_tries(agent_client, start(agent_client), 4)
     wrong_tries(agent_client, start(agent_client), 4)
-    client.force_login(agent)
+    enter_panel(client, agent)
     verify_url = reverse("panel:verify-phone", args=[customer])
     page_url = reverse("panel:customer", args=[customer])
     for number in WRONG[:2]:  # the ninth and tenth, in the panel's own session

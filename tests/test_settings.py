@@ -45,6 +45,14 @@ CASES: dict[str, tuple[dict[str, str], str | None]] = {
         _without(CELERY_TASK_SOFT_TIME_LIMIT="90", CELERY_TASK_TIME_LIMIT="60"),
         "CELERY_TASK_SOFT_TIME_LIMIT",
     ),
+    "twilio without credentials": (
+        _without(TWOSV_ATS_BACKEND="twilio", TWILIO_ACCOUNT_SID="AC1"),
+        "TWILIO_AUTH_TOKEN",
+    ),
+    "twilio with credentials": (
+        _without(TWOSV_ATS_BACKEND="twilio", TWILIO_ACCOUNT_SID="AC1", TWILIO_AUTH_TOKEN="t"),
+        None,
+    ),
     # The sweeper would hand a try that is still running to a second worker.
     "stale-after shorter than a try": (
         _without(TWOSV_LOOKUP_RUNNING_STALE_AFTER="45s"),
@@ -56,7 +64,7 @@ _CLEAN = {
     name
     for name in os.environ
     if name in PRODUCTION
-    or name.startswith(("TWOSV_", "ATS_", "CELERY_", "DJANGO_", "CACHE_"))
+    or name.startswith(("TWOSV_", "ATS_", "CELERY_", "DJANGO_", "CACHE_", "TWILIO_"))
     or name in {"REQUIRE_SERVICES", "CSRF_TRUSTED_ORIGINS"}
 }
 

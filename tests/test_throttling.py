@@ -17,7 +17,9 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
 from crm_plugin.api import events, lookups, panel_links, sessions, state
+from crm_plugin.api.crm_token import CrmTokenApi
 from crm_plugin.api.throttling import FailOpenScopedRateThrottle
+from crm_plugin.webhooks import TwilioMessageStatusWebhook
 from tests import factories
 from tests.builders import token_client
 from twosv import dependencies, services
@@ -32,6 +34,8 @@ RATES = {
     "verify_phone": "2/min",
     "session_start": "2/min",
     "producer": "2/min",
+    "twilio_webhook": "2/min",
+    "crm_token": "2/min",
 }
 
 
@@ -74,6 +78,8 @@ def test_rates_come_from_settings_and_every_agent_tool_has_a_scope():
     assert sessions.SessionCreateApi.throttle_scope == "session_start"
     assert events.EventCreateApi.throttle_scope == "producer"
     assert events.EventBatchApi.throttle_scope == "producer"
+    assert TwilioMessageStatusWebhook.throttle_scope == "twilio_webhook"
+    assert CrmTokenApi.throttle_scope == "crm_token"  # per address: tests/test_crm_token_api.py
 
 
 def test_agent_reads_are_keyed_on_the_user_not_on_the_address_or_forwarded_for(agent, customer):

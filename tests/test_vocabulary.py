@@ -133,19 +133,31 @@ def _method(method_id: str, kind: MethodKind, role: MethodRole, *, locked: bool)
         phone_region="IN" if kind in vocabulary.PHONE_KINDS else None,
         visible_in_crm=role == MethodRole.PRIMARY,
         enrolled_at=NOW - timedelta(days=1),
+        phone_changed_at=NOW - timedelta(hours=1) if kind in vocabulary.PHONE_KINDS else None,
     )
 
 
 def _every_situation() -> list[Facts]:
     answers = [Answers(a, b, c) for a, b, c in itertools.product((None, True, False), repeat=3)]
+    # A miss, two misses in a row, a changed number (R6 and R6a).
+    answers += [
+        Answers(True, None, False, phone_check_misses=1),
+        Answers(True, None, False, phone_number_changed=False, phone_check_misses=1),
+        Answers(True, None, False, phone_check_misses=2),
+        Answers(True, None, None, phone_number_changed=True),
+    ]
     lookups: list[LookupFacts | None] = [None]
     for status, verdict in itertools.product(LookupStatus, [None, *Verdict]):
         lookups.append(LookupFacts("lk", "p", status, verdict, NOW - timedelta(minutes=1), NOW))
     method_sets: list[tuple[MethodFacts, ...]] = [()]
-    for kind, locked, with_backup in itertools.product(MethodKind, (False, True), (False, True)):
+    backups = (None, False, True)  # none, a usable backup, a locked one
+    for kind, locked, backup_locked in itertools.product(MethodKind, (False, True), backups):
         primary = _method("p", kind, MethodRole.PRIMARY, locked=locked)
-        backup = _method("b", MethodKind.SMS, MethodRole.BACKUP, locked=False)
-        method_sets.append((primary, backup) if with_backup else (primary,))
+        if backup_locked is None:
+            method_sets.append((primary,))
+        else:
+            backup = _method("b", MethodKind.SMS, MethodRole.BACKUP, locked=backup_locked)
+            method_sets.append((primary, backup))
     return [
         Facts(
             now=NOW,

@@ -128,6 +128,9 @@ class HttpAtsClient:
         self._max_pages = max_pages
         self._transport = transport
 
+    # What a lookup answered from says (DeliveryLookup.source).
+    source = "http"
+
     def __repr__(self) -> str:
         # Keep the token out of logs and tracebacks.
         return f"HttpAtsClient(url={self._url!r})"
@@ -445,6 +448,8 @@ def backoff_seconds(
 class LocalAtsClient:
     """Answer from `LocalDeliveryRecord` rows (demo and development, editable in the admin)."""
 
+    source = "local"
+
     def __repr__(self) -> str:
         return "LocalAtsClient()"
 
@@ -487,7 +492,7 @@ def _seconds(value: timedelta | float) -> float:
 
 
 def ats_client_from_settings() -> AtsClient:
-    """Return the ATS client `TWOSV_ATS_BACKEND` names (`http` or `local`), built from settings.
+    """Return the ATS client `TWOSV_ATS_BACKEND` names (`http`, `local` or `twilio`).
 
     Raise `AtsPermanentError` when the backend is misconfigured: asking again won't fix it.
     """
@@ -507,6 +512,11 @@ def ats_client_from_settings() -> AtsClient:
             )
         except ValueError as exc:
             raise AtsPermanentError(f"The ATS is not configured correctly: {exc}") from exc
+    if backend == "twilio":
+        from twosv.ats_twilio import twilio_client_from_settings
+
+        return twilio_client_from_settings()
     raise AtsPermanentError(
-        f"Unknown ATS backend {str(backend)[:40]!r}; TWOSV_ATS_BACKEND must be 'http' or 'local'"
+        f"Unknown ATS backend {str(backend)[:40]!r}; "
+        "TWOSV_ATS_BACKEND must be 'http', 'local' or 'twilio'"
     )

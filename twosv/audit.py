@@ -37,14 +37,28 @@ class AuditAction(StrEnum):
     LOCK_LIFT = "lock_lift"
     LOOKUP_REQUEST = "lookup_request"
     LOOKUP_READ = "lookup_read"
+    TIMELINE_READ = "timeline_read"
     PANEL_LINK_CREATE = "panel_link_create"
     PANEL_LINK_OPEN = "panel_link_open"
+    # A CRM's signed assertion (docs/SPEC.md §9): refused, exchanged for an access token, used
+    # to launch the panel, or the first sight that provisioned its agent.
+    CRM_ASSERTION_REFUSED = "crm_assertion_refused"
+    CRM_TOKEN_EXCHANGE = "crm_token_exchange"  # noqa: S105 (an action name, no secret)
+    CRM_PANEL_LAUNCH = "crm_panel_launch"
+    CRM_AGENT_PROVISION = "crm_agent_provision"
     PERMISSION_DENIED = "permission_denied"
     ADMIN_ADD = "admin_add"
     ADMIN_CHANGE = "admin_change"
     ADMIN_DELETE = "admin_delete"
     # A late (re-folded) event ended, moved or created a method's active lock.
     LATE_EVENT_CHANGED_LOCK = "late_event_changed_lock"
+    # Delivery incidents (docs/SPEC.md §11): opened and resolved by the detection task (no
+    # actor), confirmed, dismissed or resolved by an admin.
+    INCIDENT_OPEN = "incident_open"
+    INCIDENT_AUTO_RESOLVE = "incident_auto_resolve"
+    INCIDENT_CONFIRM = "incident_confirm"
+    INCIDENT_DISMISS = "incident_dismiss"
+    INCIDENT_RESOLVE = "incident_resolve"
 
 
 def audit_record(

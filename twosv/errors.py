@@ -34,7 +34,10 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     REQUEST_TOO_LARGE = "request_too_large"
     METHOD_REMOVED = "method_removed"
+    EVENT_TOO_OLD = "event_too_old"
     UNKNOWN_SESSION = "unknown_session"
+    INVALID_ASSERTION = "invalid_assertion"
+    AGENT_NOT_ALLOWED = "agent_not_allowed"
     SERVICE_UNAVAILABLE = "service_unavailable"
     SERVER_ERROR = "server_error"
 

@@ -19,12 +19,14 @@ from twosv.models import (
     DeliveryLookup,
     Event,
     EventOutcome,
+    Incident,
     LookupStatus,
     RegionalAdvisory,
     SessionOutcome,
     TroubleshootingSession,
     Verdict,
 )
+from twosv.vocabulary import StepCode
 
 PERIODS = (7, 30, 90)
 DEFAULT_PERIOD = 30
@@ -221,9 +223,83 @@ def verdicts_by_region(period: Period) -> list[RegionVerdicts]:
     return sorted(groups.values(), key=lambda group: (-group.total, group.label))
 
 
+@dataclass(frozen=True)
+class IncidentMark:
+    """A delivery incident that was open during the period, placed on its region's row."""
+
+    region: str  # ISO, e.g. "IN"
+    group_key: str  # the calling code group of verdicts_by_region, e.g. "+91"
+    status: str
+    opened_at: datetime
+    ended_at: datetime | None  # resolved or dismissed; None while open or confirmed
+    failures: int
+    attempts: int
+    share: float
+
+    @property
+    def percent(self) -> str:
+        return f"{self.share:.0%}"
+
+
+def incidents_in(period: Period) -> list[IncidentMark]:
+    """Return the delivery incidents open at any time in the period, oldest first."""
+    rows = (
+        Incident.objects.filter(opened_at__lt=period.end)
+        .exclude(resolved_at__lt=period.start)
+        .exclude(dismissed_at__lt=period.start)
+        .order_by("opened_at", "id")
+    )
+    marks = []
+    for incident in rows:
+        code = phonenumbers.country_code_for_region(incident.region)
+        marks.append(
+            IncidentMark(
+                region=incident.region,
+                group_key=f"+{code}" if code else UNKNOWN_REGION,
+                status=incident.status,
+                opened_at=incident.opened_at,
+                ended_at=incident.resolved_at or incident.dismissed_at,
+                failures=incident.failures,
+                attempts=incident.attempts,
+                share=incident.share,
+            )
+        )
+    return marks
+
+
 # ---------------------------------------------------------------------------------------------
 # Next-step outcomes
 # ---------------------------------------------------------------------------------------------
+
+# The engine's step titles (the `title` of each Step in twosv/engine/steps_*.py), as the panel
+# shows them; tests/test_insights.py checks this table against the engine's source.
+STEP_TITLES: dict[str, str] = {
+    StepCode.NO_2SV_ENROLLED: "No 2SV method is set up",
+    StepCode.USE_BACKUP_METHOD: "Use the backup method",
+    StepCode.ASK_BACKUP_DEVICE_ACCESS: "Ask about the backup device",
+    StepCode.WAIT_FOR_LOCK_EXPIRY: "Wait for the lock to end",
+    StepCode.ASK_DEVICE_ACCESS: "Ask about the device",
+    StepCode.CANCEL_2SV_NO_DEVICE_ACCESS: "Cancel 2SV: no access to the device",
+    StepCode.VERIFY_PHONE_NUMBER: "Verify the phone number",
+    StepCode.RECHECK_PHONE_NUMBER: "Check the number again",
+    StepCode.PROBLEM_LIES_ELSEWHERE: "The problem lies elsewhere",
+    StepCode.CHECK_ATS_DELIVERY: "Check delivery with ATS",
+    StepCode.WAIT_FOR_ATS_LOOKUP: "Wait for the ATS lookup",
+    StepCode.RETRY_ATS_LOOKUP: "Run the ATS lookup again",
+    StepCode.ESCALATE_CODES_NOT_SENT: "Escalate: no codes were sent",
+    StepCode.CHECK_CARRIER_BLOCK: "Check for a carrier block",
+    StepCode.CHECK_HANDSET_REACHABLE: "Check that the device can receive messages",
+    StepCode.REGIONAL_PROVIDER_ISSUE: "Known provider problem in this region",
+    StepCode.ESCALATE_PROVIDER_ERROR: "Escalate: the provider failed to deliver",
+}
+NO_STEP = "(no step)"
+
+
+def step_title(step_code: str) -> str:
+    """Return the step's title as agents saw it; a code no longer known is shown as is."""
+    if not step_code:
+        return NO_STEP
+    return STEP_TITLES.get(step_code, step_code)
 
 
 @dataclass
@@ -236,6 +312,11 @@ class StepOutcomes:
     escalated: int = 0
     helpful_yes: int = 0
     helpful_answered: int = 0
+
+    @property
+    def title(self) -> str:
+        """Return the step's title, as the panel showed it."""
+        return step_title(self.step_code)
 
     @property
     def total(self) -> int:
@@ -287,6 +368,7 @@ class Insights:
     locks: list[DayLocks]
     regions: list[RegionVerdicts]
     steps: list[StepOutcomes]
+    incidents: list[IncidentMark] = field(default_factory=list)
 
     @property
     def locks_total(self) -> int:
@@ -328,4 +410,5 @@ def insights_for(*, days: int, now: datetime | None = None) -> Insights:
         locks=locks_per_day(period),
         regions=verdicts_by_region(period),
         steps=step_outcomes(period),
+        incidents=incidents_in(period),
     )

@@ -4,6 +4,7 @@ Pure: no Django, no database; phonenumbers only. Every masker of the project liv
 
 - `mask_phone`: one E.164 number as agents see it (country code and the last two digits);
 - `masked_phone` and `masked_event_data`: the same, as the admin displays it;
+- `mask_email`: an email address as the admin lists it (first letter and the domain);
 - `redact_phone_numbers`: phone-like digit runs in free text an agent typed (admin, CSV);
 - `mask_phone_numbers` and `mask_phone_numbers_in`: the safety net of the logging filter.
 """
@@ -55,6 +56,25 @@ def masked_phone(number: str) -> str:
         return "—"
     masked = mask_phone(number)
     return masked.masked if masked is not None else "(unreadable number)"
+
+
+def mask_email(address: str) -> str:
+    """Return an email address as admins may list it: ``j•••@example.com``.
+
+    The first character of the local part and the domain stay (enough to tell two apart and
+    see the provider); the rest of the local part, whatever its length, is three bullets.
+    """
+    if not address:
+        return "—"
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local:
+        return "•••"
+    return f"{local[0]}•••@{domain}"
+
+
+def masked_recipient(to: str) -> str:
+    """Return where a message went, masked: an email address or a phone number."""
+    return mask_email(to) if "@" in to else masked_phone(to)
 
 
 def masked_event_data(data: dict[str, Any]) -> dict[str, Any]:

@@ -112,8 +112,16 @@ class Method(models.Model):
     locked_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     lock_lifted_at = models.DateTimeField(null=True, blank=True)
+    # The "resend code" requests refused while the latest lock held (policy.Lock.blocked).
+    lock_blocked = models.PositiveIntegerField(default=0, db_default=0)
     last_event_at = models.DateTimeField(null=True, blank=True)
     last_event_id = models.CharField(max_length=128, blank=True)
+    # Events folded since the latest MethodCheckpoint: one is written every
+    # TWOSV_CHECKPOINT_EVERY, so a late event re-folds at most that many plus those after it.
+    checkpoint_lag = models.PositiveIntegerField(default=0)
+    # Retention: the events before this time were purged (their effect is in a checkpoint);
+    # an event that occurred before it is refused (event_too_old).
+    purged_before = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # Not by customer: that would join the customer table into every methods query.
@@ -121,7 +129,10 @@ class Method(models.Model):
         permissions = [("lift_lock", "Can lift a 2SV method lock")]
         constraints = [
             models.CheckConstraint(
-                condition=~Q(kind__in=[MethodKind.SMS, MethodKind.VOICE]) | ~Q(phone_number=""),
+                # A removed method's number is erased once it is older than the retention.
+                condition=~Q(kind__in=[MethodKind.SMS, MethodKind.VOICE])
+                | ~Q(phone_number="")
+                | Q(removed_at__isnull=False),
                 name="method_phone_required_for_sms_voice",
             ),
             models.CheckConstraint(
@@ -153,8 +164,36 @@ class Method(models.Model):
         return self.removed_at is None
 
     def clean(self) -> None:
-        if self.kind in PHONE_KINDS and not self.phone_number:
+        if self.kind in PHONE_KINDS and not self.phone_number and self.removed_at is None:
             raise ValidationError({"phone_number": _("SMS and voice methods need a phone number.")})
+
+
+class MethodCheckpoint(models.Model):
+    """A method's projection after folding its events up to and including (event_at, event_id).
+
+    Written as the fold goes (every TWOSV_CHECKPOINT_EVERY events) and at the purge horizon: a
+    late event re-folds from the latest checkpoint before it, reading only the events after.
+    """
+
+    method = models.ForeignKey(Method, on_delete=models.CASCADE, related_name="checkpoints")
+    event_at = models.DateTimeField()
+    event_id = models.CharField(max_length=128)
+    resend_times = models.JSONField(default=list, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    lock_lifted_at = models.DateTimeField(null=True, blank=True)
+    lock_blocked = models.PositiveIntegerField(default=0, db_default=0)
+
+    class Meta:
+        ordering = ["method_id", "event_at", "event_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["method", "event_at", "event_id"], name="checkpoint_method_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method_id} at {self.event_at:%Y-%m-%d %H:%M:%S} {self.event_id}"
 
 
 class Event(models.Model):
@@ -233,6 +272,7 @@ class DeliveryLookup(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=16, blank=True)  # receipts | api | local | http
 
     class Meta:
         ordering = ["-created_at"]
@@ -267,12 +307,25 @@ class DeliveryAttempt(models.Model):
     error_code = models.IntegerField(null=True, blank=True)
     provider = models.CharField(max_length=64, blank=True)
     sender = models.CharField(max_length=64, blank=True)
+    # The ISO region of the number the message went to ("IN"; "" for an email or an unknown
+    # number): what delivery incidents are detected by (twosv/services/incidents.py).
+    region = models.CharField(max_length=2, blank=True, default="")
 
     class Meta:
         ordering = ["-sent_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["lookup", "external_id"], name="attempt_unique_per_lookup"
+            ),
+        ]
+        indexes = [
+            # Incident detection's one aggregate: rows in region order for a range of sent_at,
+            # read from the index alone on PostgreSQL (docs/performance.md).
+            models.Index(
+                fields=["region", "sent_at"],
+                include=["status", "error_code", "external_id"],
+                condition=~Q(region=""),
+                name="attempt_region_sent_idx",
             ),
         ]
 
@@ -357,7 +410,11 @@ class TroubleshootingSession(models.Model):
     )
     has_device_access = models.BooleanField(null=True, blank=True)
     has_backup_device_access = models.BooleanField(null=True, blank=True)
+    # Has the number of the customer's phone changed since 2SV was set up?
+    phone_number_changed = models.BooleanField(null=True, blank=True)
+    # The latest phone verification, and the failed ones in a row (a match clears them).
     phone_number_matches = models.BooleanField(null=True, blank=True)
+    phone_check_misses = models.PositiveSmallIntegerField(default=0, db_default=0)
     phone_verify_tries = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -469,3 +526,12 @@ class PhoneCheck(models.Model):
     def __str__(self) -> str:
         result = "invalid" if self.matched is None else ("match" if self.matched else "mismatch")
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {result}"
+
+
+# Delivery incidents (docs/SPEC.md §11) live in their own module; re-exported here.
+from twosv.incident_models import Incident as Incident  # noqa: E402
+from twosv.incident_models import IncidentStatus as IncidentStatus  # noqa: E402
+
+# Twilio's delivery receipts (docs/SPEC.md §10) too.
+from twosv.receipt_models import DeliveryReceipt as DeliveryReceipt  # noqa: E402
+from twosv.receipt_models import TwilioMessage as TwilioMessage  # noqa: E402

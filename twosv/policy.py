@@ -26,6 +26,7 @@ __all__ = [
     "Projection",
     "apply",
     "fold",
+    "fold_from",
     "is_in_order",
 ]
 
@@ -81,11 +82,15 @@ class FoldEvent:
 
 @dataclass(frozen=True)
 class Lock:
-    """A lock on a method, from `locked_at` until `locked_until` unless lifted earlier."""
+    """A lock on a method, from `locked_at` until `locked_until` unless lifted earlier.
+
+    `blocked` counts the "resend code" requests refused while it held.
+    """
 
     locked_at: datetime
     locked_until: datetime
     lifted_at: datetime | None = None
+    blocked: int = 0
 
     def __post_init__(self) -> None:
         """Reject naive datetimes."""
@@ -171,10 +176,11 @@ def apply(
     folded = replace(projection, last_key=event.key)
 
     if event.type == EventType.CODE_RESEND_REQUESTED:
-        if projection.is_locked(t):
+        lock = projection.lock
+        if lock is not None and lock.active_at(t):
             # Blocked requests are kept in the log but neither count nor extend the lock, or a
-            # customer hammering "resend" would stay locked forever.
-            return folded, Outcome.BLOCKED
+            # customer hammering "resend" would stay locked forever; the lock counts them.
+            return replace(folded, lock=replace(lock, blocked=lock.blocked + 1)), Outcome.BLOCKED
         # Times are ascending (events arrive in key order), so the ones that fell out of the
         # window form a prefix; a request exactly at t - window is out.
         kept = projection.resend_times[bisect_right(projection.resend_times, t - policy.window) :]
@@ -207,13 +213,32 @@ def fold(
     Drop duplicate event_ids (keep the first seen), sort by key, apply in order; return the
     projection and each event's outcome in fold order.
     """
+    projection, outcomes, _ = fold_from(EMPTY, events, policy)
+    return projection, outcomes
+
+
+def fold_from(
+    start: Projection, events: Iterable[FoldEvent], policy: LockPolicy, checkpoint_every: int = 0
+) -> tuple[Projection, list[tuple[FoldEvent, Outcome]], list[Projection]]:
+    """Fold the events that sort after `start` (a checkpoint of the projection) onto it.
+
+    As `fold` from `start` instead of EMPTY: duplicates dropped, events at or before
+    ``start.last_key`` (already in it) skipped. Also return the projection after every
+    `checkpoint_every`-th event folded (none when 0): the checkpoints to store on the way.
+    """
     unique: dict[str, FoldEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
-
-    projection = EMPTY
+    after = sorted(
+        (e for e in unique.values() if start.last_key is None or e.key > start.last_key),
+        key=lambda e: e.key,
+    )
+    projection = start
     outcomes: list[tuple[FoldEvent, Outcome]] = []
-    for event in sorted(unique.values(), key=lambda e: e.key):
+    checkpoints: list[Projection] = []
+    for event in after:
         projection, outcome = apply(projection, event, policy)
         outcomes.append((event, outcome))
-    return projection, outcomes
+        if checkpoint_every and len(outcomes) % checkpoint_every == 0:
+            checkpoints.append(projection)
+    return projection, outcomes, checkpoints

@@ -2,13 +2,14 @@
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import phonenumbers
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import F, Q, Value
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Cast
 
 from twosv import engine, policy
 from twosv.dependencies import CACHE_ERRORS, record_outage, skip_while_down
@@ -17,6 +18,7 @@ from twosv.masking import MaskedPhone, mask_phone
 from twosv.models import (
     Customer,
     DeliveryLookup,
+    Incident,
     Method,
     RegionalAdvisory,
     SenderNumber,
@@ -24,6 +26,7 @@ from twosv.models import (
     customer_id_validator,
 )
 from twosv.sql import ModelColumns
+from twosv.vocabulary import INCIDENT_ACTIVE_STATUSES
 
 
 def lock_policy() -> policy.LockPolicy:
@@ -49,6 +52,7 @@ def method_projection(method: Method) -> policy.Projection:
             locked_at=method.locked_at,
             locked_until=method.locked_until,
             lifted_at=method.lock_lifted_at,
+            blocked=method.lock_blocked,
         )
     last_key = None
     if method.last_event_at is not None:
@@ -106,11 +110,21 @@ class MethodState:
     lock: LockView | None
     resend_count: int
     resend_threshold: int
+    resends_blocked: int  # requests refused during the active lock; 0 without one
     phone: MaskedPhone | None
 
     @property
     def method_id(self) -> str:
         return self.method.method_id
+
+    @property
+    def phone_changed_at(self) -> datetime | None:
+        """Return when the number on file last changed after enrolment, or None."""
+        method = self.method
+        changed = method.phone_changed_at
+        if changed is None or not method.phone_number or changed <= method.enrolled_at:
+            return None
+        return changed
 
 
 def method_state(method: Method, *, now: datetime) -> MethodState:
@@ -118,10 +132,12 @@ def method_state(method: Method, *, now: datetime) -> MethodState:
     lock_policy_ = lock_policy()
     projection = method_projection(method)
     lock_view = None
+    blocked = 0
     if method.removed_at is not None and method.removed_at <= now:
         status = "removed"
     elif projection.lock is not None and projection.lock.active_at(now):
         status = "locked"
+        blocked = projection.lock.blocked
         lock_view = LockView(
             locked_at=projection.lock.locked_at,
             locked_until=projection.lock.locked_until,
@@ -139,6 +155,7 @@ def method_state(method: Method, *, now: datetime) -> MethodState:
         lock=lock_view,
         resend_count=projection.resend_count(now, lock_policy_),
         resend_threshold=lock_policy_.threshold,
+        resends_blocked=blocked,
         phone=mask_phone(method.phone_number),
     )
 
@@ -162,7 +179,7 @@ class TwosvState:
     decision: engine.Decision
 
 
-def _method_facts(state: MethodState) -> engine.MethodFacts:
+def _method_facts(state: MethodState, lookup: DeliveryLookup | None) -> engine.MethodFacts:
     method = state.method
     return engine.MethodFacts(
         method_id=method.method_id,
@@ -177,6 +194,8 @@ def _method_facts(state: MethodState) -> engine.MethodFacts:
         phone_region=state.phone.region if state.phone else None,
         visible_in_crm=method.visible_in_crm,
         enrolled_at=method.enrolled_at,
+        phone_changed_at=state.phone_changed_at,
+        latest_verdict=(lookup.verdict or None) if lookup is not None else None,
     )
 
 
@@ -197,19 +216,28 @@ def _readable(number: str) -> str:
     )
 
 
-ADVISORY_CACHE_KEY = "twosv:advisory-settings:v1"
+ADVISORY_CACHE_KEY = "twosv:advisory-settings:v2"
 # A safety net only: saves and deletes invalidate the entry at once (twosv/apps.py). Processes
 # that don't share a cache (the default local-memory cache) may lag this long, and so may an
 # entry whose invalidation failed because the cache was unreachable at the time.
 ADVISORY_CACHE_SECONDS = 60
 
 
-def advisory_settings() -> tuple[tuple[str, ...], dict[str, str]]:
-    """Return the active sender numbers (formatted to read aloud) and regional advisories.
+class AdvisorySettings(NamedTuple):
+    """What every state read needs beside the customer's own rows."""
 
-    Every state read needs both admin-managed lists and they change rarely: they are cached.
-    On a miss they come in one UNION query, so even a cold cache keeps the state endpoint
-    within its budget of 8 queries for a session-authenticated caller. A cache that is down
+    sender_numbers: tuple[str, ...]  # active, formatted to read aloud
+    regional: dict[str, str]  # region -> the active provider advisory's message
+    incidents: dict[str, datetime]  # region -> when its open or confirmed incident opened
+
+
+def advisory_settings() -> AdvisorySettings:
+    """Return the active sender numbers, regional advisories and delivery incident regions.
+
+    Every state read needs these lists and they change rarely: they are cached (the incident
+    detection and the admin's incident actions drop the entry when a region's incident opens
+    or closes). On a miss they come in one UNION query, so even a cold cache keeps the state
+    endpoint within its budget of 8 queries for a session-authenticated caller. A cache that is down
     is a miss: the lists come from the database (counted and logged, twosv.dependencies), and
     writing them back is not attempted, so the request pays for one failed cache call at most
     (none for a few seconds after a failure).
@@ -217,7 +245,7 @@ def advisory_settings() -> tuple[tuple[str, ...], dict[str, str]]:
     if skip_while_down("cache"):
         return _advisory_settings_query()
     try:
-        cached: tuple[tuple[str, ...], dict[str, str]] | None = cache.get(ADVISORY_CACHE_KEY)
+        cached: AdvisorySettings | None = cache.get(ADVISORY_CACHE_KEY)
     except CACHE_ERRORS as exc:
         record_outage("cache", exc, fallback="advisory settings read from the database")
         return _advisory_settings_query()
@@ -242,27 +270,40 @@ def advisory_settings_forget() -> None:
         record_outage("cache", exc, fallback="advisory settings not invalidated")
 
 
-def _advisory_settings_query() -> tuple[tuple[str, ...], dict[str, str]]:
+def _advisory_settings_query() -> AdvisorySettings:
+    # Typed: PostgreSQL resolves an untyped NULL in the first branch of a UNION as text.
+    no_time = Cast(Value(None), output_field=DateTimeField())
     senders = (
         SenderNumber.objects.filter(active=True)
         .order_by()
-        .annotate(source=Value("sender"), key=F("phone_number"), text=Value(""))
-        .values_list("source", "key", "text")
+        .annotate(source=Value("sender"), key=F("phone_number"), text=Value(""), since=no_time)
+        .values_list("source", "key", "text", "since")
     )
     regions = (
         RegionalAdvisory.objects.filter(active=True)
         .order_by()
-        .annotate(source=Value("region"), key=F("region"), text=F("message"))
-        .values_list("source", "key", "text")
+        .annotate(source=Value("region"), key=F("region"), text=F("message"), since=no_time)
+        .values_list("source", "key", "text", "since")
+    )
+    incidents = (
+        Incident.objects.filter(status__in=sorted(INCIDENT_ACTIVE_STATUSES))
+        .order_by()
+        .annotate(source=Value("incident"), key=F("region"), text=Value(""), since=F("opened_at"))
+        .values_list("source", "key", "text", "since")
     )
     numbers: list[str] = []
     advisories: dict[str, str] = {}
-    for source, key, text in senders.union(regions, all=True):
+    incident_regions: dict[str, datetime] = {}
+    for source, key, text, since in senders.union(regions, incidents, all=True):
         if source == "sender":
             numbers.append(key)
-        else:
+        elif source == "region":
             advisories[key] = text
-    return tuple(_readable(number) for number in sorted(numbers)), advisories
+        elif since is not None:
+            incident_regions[key] = since
+    return AdvisorySettings(
+        tuple(_readable(number) for number in sorted(numbers)), advisories, incident_regions
+    )
 
 
 # The customer, their methods and each method's latest lookup, in one statement. Hand-written:
@@ -378,17 +419,19 @@ def _twosv_state(
         answers = engine.Answers(
             has_device_access=session.has_device_access,
             has_backup_device_access=session.has_backup_device_access,
+            phone_number_changed=session.phone_number_changed,
             phone_number_matches=session.phone_number_matches,
+            phone_check_misses=session.phone_check_misses,
         )
         session_id = str(session.id)
         # The FK's pk, not session.method: the method is already loaded among the states.
         chosen = by_pk.get(session.method_id) if session.method_id is not None else None
         session_method_id = chosen.method_id if chosen is not None else None
-    sender_numbers, regional = advisory_settings()
+    sender_numbers, regional, incidents = advisory_settings()
     facts = engine.Facts(
         now=now,
         customer_id=customer.customer_id,
-        methods=tuple(_method_facts(state) for state in states),
+        methods=tuple(_method_facts(state, lookups.get(state.method.pk)) for state in states),
         answers=answers,
         session_id=session_id,
         session_method_id=session_method_id,
@@ -396,6 +439,7 @@ def _twosv_state(
         lookup_freshness=settings.TWOSV_LOOKUP_FRESHNESS,
         sender_numbers=sender_numbers,
         regional_advisories=regional,
+        delivery_incidents=incidents,
         cancel_2sv_url=settings.TWOSV_CANCEL_2SV_URL,
     )
     subject = engine.subject_method(facts)

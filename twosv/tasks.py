@@ -86,3 +86,34 @@ def delivery_lookup_run(self: Task, lookup_id: str) -> Retry | None:
 def delivery_lookup_sweep() -> int:
     """Publish again the lookups left pending (broker down, message lost) or stuck running."""
     return services.lookups_sweep()
+
+
+@shared_task(name="twosv.tasks.retention_purge", ignore_result=True)
+def retention_purge() -> dict[str, object]:
+    """Purge what is older than the retention (SPEC §8), in batches, within a time budget."""
+    report = services.retention_purge()
+    logger.info(
+        "Retention: %d horizons moved, %d events and %d audit entries purged, %d numbers "
+        "erased in %.1f s%s.",
+        report.horizons_moved,
+        report.events_purged,
+        report.audit_purged,
+        report.numbers_erased,
+        report.seconds,
+        "" if report.complete else " (budget used up; the next run goes on)",
+    )
+    return dict(vars(report))
+
+
+@shared_task(name="twosv.tasks.delivery_incidents_detect", ignore_result=True)
+def delivery_incidents_detect() -> dict[str, list[str]]:
+    """Open, update and resolve delivery incidents from the last window's attempts (SPEC §11)."""
+    return dict(vars(services.incidents_detect()))
+
+
+@shared_task(name="twosv.tasks.twilio_receipts_reconcile", ignore_result=True)
+def twilio_receipts_reconcile() -> int:
+    """Ask Twilio's Messages API about messages whose final status callback hasn't come."""
+    from twosv.services.receipts import receipts_reconcile
+
+    return receipts_reconcile()

@@ -10,16 +10,22 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "ADVISORY_ORDER",
+    "ADVISORY_SEVERITIES",
     "CODE_RECEIVING_KINDS",
+    "FAILED_ATS_STATUSES",
     "FINAL_ATS_STATUSES",
     "FINISHED_LOOKUP_STATUSES",
+    "INCIDENT_ACTIVE_STATUSES",
     "IN_FLIGHT_LOOKUP_STATUSES",
     "PHONE_KINDS",
     "PRODUCER_EVENT_TYPES",
     "AdvisoryCode",
+    "AdvisorySeverity",
     "AtsStatus",
     "EventOutcome",
     "EventType",
+    "IncidentStatus",
     "LookupStatus",
     "MethodKind",
     "MethodRole",
@@ -127,6 +133,21 @@ class AtsStatus(StrEnum):
 
 # A message in one of these has its delivery receipt: its status won't change again.
 FINAL_ATS_STATUSES = frozenset({AtsStatus.DELIVERED, AtsStatus.UNDELIVERED, AtsStatus.FAILED})
+# A message in one of these did not reach the handset: what delivery incidents count.
+FAILED_ATS_STATUSES = frozenset({AtsStatus.UNDELIVERED, AtsStatus.FAILED})
+
+
+class IncidentStatus(StrEnum):
+    """Where a delivery incident (a region's failure share far above its baseline) stands."""
+
+    OPEN = "open"
+    CONFIRMED = "confirmed"
+    DISMISSED = "dismissed"
+    RESOLVED = "resolved"
+
+
+# While an incident is in one of these, its region's customers see `delivery_incident`.
+INCIDENT_ACTIVE_STATUSES = frozenset({IncidentStatus.OPEN, IncidentStatus.CONFIRMED})
 
 
 # --- Troubleshooting sessions and the next-step engine ---------------------------------
@@ -149,6 +170,7 @@ class RuleCode(StrEnum):
     R4 = "R4"
     R5 = "R5"
     R6 = "R6"
+    R6A = "R6a"
     R7 = "R7"
     R8 = "R8"
     R9 = "R9"
@@ -171,6 +193,7 @@ class StepCode(StrEnum):
     ASK_DEVICE_ACCESS = "ask_device_access"
     CANCEL_2SV_NO_DEVICE_ACCESS = "cancel_2sv_no_device_access"
     VERIFY_PHONE_NUMBER = "verify_phone_number"
+    RECHECK_PHONE_NUMBER = "recheck_phone_number"
     PROBLEM_LIES_ELSEWHERE = "problem_lies_elsewhere"
     CHECK_ATS_DELIVERY = "check_ats_delivery"
     WAIT_FOR_ATS_LOOKUP = "wait_for_ats_lookup"
@@ -187,5 +210,29 @@ class AdvisoryCode(StrEnum):
 
     BACKUP_HIDDEN = "backup_hidden"
     CARRIER_HINT = "carrier_hint"
+    DELIVERY_INCIDENT = "delivery_incident"
     REGIONAL_PROVIDER = "regional_provider"
     APPROACHING_LOCK = "approaching_lock"
+    METHOD_LOCKED = "method_locked"
+    NUMBER_RECENTLY_CHANGED = "number_recently_changed"
+
+
+class AdvisorySeverity(StrEnum):
+    """How loudly the panel shows an advisory; warnings come first."""
+
+    WARNING = "warning"
+    INFO = "info"
+
+
+# Every advisory's severity, in the order the panel lists them (docs/SPEC.md section 4):
+# warnings first, each severity in this order.
+ADVISORY_SEVERITIES = {
+    AdvisoryCode.APPROACHING_LOCK: AdvisorySeverity.WARNING,
+    AdvisoryCode.METHOD_LOCKED: AdvisorySeverity.WARNING,
+    AdvisoryCode.NUMBER_RECENTLY_CHANGED: AdvisorySeverity.WARNING,
+    AdvisoryCode.DELIVERY_INCIDENT: AdvisorySeverity.WARNING,
+    AdvisoryCode.REGIONAL_PROVIDER: AdvisorySeverity.WARNING,
+    AdvisoryCode.CARRIER_HINT: AdvisorySeverity.INFO,
+    AdvisoryCode.BACKUP_HIDDEN: AdvisorySeverity.INFO,
+}
+ADVISORY_ORDER = tuple(ADVISORY_SEVERITIES)

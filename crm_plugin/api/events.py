@@ -167,6 +167,13 @@ class EventCreateApi(AuditedApiView):
             409: error_response("The event names an unknown method, or one of another customer."),
         },
         summary="Push one 2SV event",
+        description=(
+            "For the identity system (role `event_producer`). Stores the event once (a repeated "
+            "`event_id` answers 200 `duplicate`) and folds it into the method's lock "
+            "projection; answers the method as it stands after the event. `occurred_at` needs "
+            "a time zone, not before 2000 and at most 5 minutes ahead; `lock_lifted` is for "
+            "admins only (403). Invalid events are 400 and store nothing."
+        ),
     )
     def post(self, request: Request) -> Response:
         serializer = EventInput(data=_request_data(request))
@@ -212,7 +219,14 @@ class EventBatchApi(AuditedApiView):
     throttle_scope = "producer"
 
     @extend_schema(
-        request=BatchInput, responses={200: BatchOutput}, summary="Push up to 500 events"
+        request=BatchInput,
+        responses={200: BatchOutput},
+        summary="Push up to 500 events",
+        description=(
+            "Each event stands alone, as `POST events/` would take it: the results come in the "
+            "order sent, each `accepted`, `duplicate` or `rejected` (with its error), so a bad "
+            "event never stops the rest. More than 500 events is 400 `batch_too_large`."
+        ),
     )
     def post(self, request: Request) -> Response:
         batch = BatchInput(data=_request_data(request))

@@ -40,6 +40,12 @@ class LookupOutput(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     tries = serializers.IntegerField()
     failure_reason = BlankAsNullCharField()
+    source = BlankAsNullCharField(  # type: ignore[assignment]
+        help_text=(
+            "Where the attempts came from: receipts (Twilio's status callbacks), api (Twilio's "
+            "Messages API), local or http (the ATS); null until the lookup succeeded."
+        )
+    )
 
 
 _render_lookup = renderer(LookupOutput)

@@ -50,11 +50,17 @@ class StrictSerializer(serializers.Serializer):
 class AnswersInput(StrictSerializer):
     has_device_access = serializers.BooleanField(allow_null=True, required=False)
     has_backup_device_access = serializers.BooleanField(allow_null=True, required=False)
+    phone_number_changed = serializers.BooleanField(
+        allow_null=True,
+        required=False,
+        help_text="Has the number of the customer's phone changed since 2SV was set up?",
+    )
 
 
 class AnswersOutput(serializers.Serializer):
     has_device_access = serializers.BooleanField(allow_null=True)
     has_backup_device_access = serializers.BooleanField(allow_null=True)
+    phone_number_changed = serializers.BooleanField(allow_null=True)
 
 
 class SessionOutput(serializers.Serializer):
@@ -111,6 +117,12 @@ class SessionCreateApi(AuditedApiView):
         request=SessionCreateInput,
         responses={201: SessionOutput, 409: error_response("The method was removed.")},
         summary="Start a troubleshooting session",
+        description=(
+            "Opens a session for the customer on the line, optionally for one `method_id` (else "
+            "the active primary method) and with answers already known. The session's "
+            "`next_step` follows the answers; `ask_*` and `recheck_phone_number` steps carry the "
+            "question whose answer to PATCH."
+        ),
     )
     def post(self, request: Request, customer_id: str) -> Response:
         customer = access_customer(customer_id=customer_id)
@@ -135,7 +147,14 @@ class SessionDetailApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
     throttle_scope = "agent_read"
 
-    @extend_schema(responses={200: SessionOutput}, summary="Read a troubleshooting session")
+    @extend_schema(
+        responses={200: SessionOutput},
+        summary="Read a troubleshooting session",
+        description=(
+            "The agent's own session, with its next step computed now from the answers and the "
+            "customer's current state. Another agent's session answers 404."
+        ),
+    )
     def get(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)
         body = session_body(session)
@@ -155,6 +174,12 @@ class SessionDetailApi(AuditedApiView):
             409: error_response("The session is closed, or the method was removed."),
         },
         summary="Give answers or switch the method",
+        description=(
+            "`answers` merge into those already given (`has_device_access`, "
+            "`has_backup_device_access`, `phone_number_changed`: true, false, or null to "
+            "forget one). Switching `method_id` forgets the phone verification, which was about "
+            "the other method's number."
+        ),
     )
     def patch(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)
@@ -196,6 +221,13 @@ class SessionVerifyPhoneApi(AuditedApiView):
             ),
         },
         summary="Check the number the caller says against the one on file",
+        description=(
+            "`phone_number` in E.164 or the stored number's national format, any punctuation. "
+            "Answers only whether it matches: the stored number is never echoed. One miss leads "
+            "to `recheck_phone_number` (a misread digit is common); two misses in a row, to the "
+            "Cancel-2SV flow (R6); a match clears the misses. Every call uses a try, an "
+            "unparseable number too (400)."
+        ),
     )
     def post(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)
@@ -230,6 +262,10 @@ class SessionCloseApi(AuditedApiView):
         request=SessionCloseInput,
         responses={200: SessionOutput, 409: error_response("The session is already closed.")},
         summary="Close the session",
+        description=(
+            "Records the outcome (`resolved`, `not_resolved` or `escalated`), whether the last "
+            "step shown was helpful, and a comment. A closed session can't be changed."
+        ),
     )
     def post(self, request: Request, session_id: str) -> Response:
         session = access_session(session_id=session_id, user=request.user)

@@ -57,7 +57,17 @@ class CustomerTwosvStateApi(AuditedApiView):
     permission_classes = [IsSupportAgent]
     throttle_scope = "agent_read"
 
-    @extend_schema(responses={200: StateOutput}, summary="A customer's 2SV state and next step")
+    @extend_schema(
+        responses={200: StateOutput},
+        summary="A customer's 2SV state and next step",
+        description=(
+            "Every method with its lock, resend count (`resends`, null for methods that receive "
+            "no codes) and masked number; the advisories, warnings first (`severity`); the "
+            "latest delivery lookup for the method in question; and the next step of the "
+            "article, as if no question had been answered yet (open a session to answer them). "
+            "Each read writes an audit entry."
+        ),
+    )
     def get(self, request: Request, customer_id: str) -> Response:
         state = access_customer_state(customer_id=customer_id, now=timezone.now())
         services.customer_state_read_audit(

@@ -5,6 +5,8 @@ from typing import Any
 from django.utils.translation import gettext
 from rest_framework import serializers
 
+from twosv.vocabulary import AdvisoryCode, AdvisorySeverity
+
 
 class _TranslatedCharField(serializers.CharField):
     """Engine texts are marked for translation in twosv/engine/; translate them on the way out."""
@@ -14,7 +16,10 @@ class _TranslatedCharField(serializers.CharField):
 
 
 class QuestionOutput(serializers.Serializer):
-    field = serializers.ChoiceField(choices=["has_device_access", "has_backup_device_access"])
+    field = serializers.ChoiceField(
+        choices=["has_device_access", "has_backup_device_access", "phone_number_changed"],
+        help_text="The session answer the question fills in (PATCH its `answers`).",
+    )
     prompt = _TranslatedCharField()
 
 
@@ -39,8 +44,19 @@ class StepOutput(serializers.Serializer):
 
 
 class AdvisoryOutput(serializers.Serializer):
-    code = serializers.ChoiceField(
-        choices=["carrier_hint", "regional_provider", "approaching_lock", "backup_hidden"]
-    )
+    code = serializers.ChoiceField(choices=[code.value for code in AdvisoryCode])
+    severity = serializers.ChoiceField(choices=[severity.value for severity in AdvisorySeverity])
     message = _TranslatedCharField()
     method_id = serializers.CharField(allow_null=True, required=False)
+    # method_locked only: when the other method's lock ends; absent otherwise.
+    locked_until = serializers.DateTimeField(required=False)
+    # delivery_incident only: the region and since when (the panel's banner); absent otherwise.
+    region = serializers.CharField(required=False)
+    since = serializers.DateTimeField(required=False)
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        for name in ("locked_until", "region", "since"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data

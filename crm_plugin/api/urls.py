@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from crm_plugin.api import events, lookups, panel_links, sessions, state
+from crm_plugin.api import crm_token, events, lookups, panel_links, sessions, state, timeline
 
 urlpatterns = [
     path("events/", events.EventCreateApi.as_view(), name="event-create"),
@@ -42,7 +42,13 @@ urlpatterns = [
         lookups.LookupDetailApi.as_view(),
         name="delivery-lookup-detail",
     ),
+    path(
+        "customers/<str:customer_id>/twosv/methods/<str:method_id>/timeline/",
+        timeline.MethodTimelineApi.as_view(),
+        name="method-timeline",
+    ),
     path("panel-links/", panel_links.PanelLinkCreateApi.as_view(), name="panel-link-create"),
+    path("auth/crm-token/", crm_token.CrmTokenApi.as_view(), name="crm-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from crm_plugin.http import links
 from crm_plugin.http.context import acting_user, audit_context
-from crm_plugin.panel import forms, identity, throttling
+from crm_plugin.panel import display, forms, identity, throttling
 from twosv import services
 from twosv.audit import audit_refusal
 from twosv.errors import DomainError, NotFound
@@ -137,7 +137,7 @@ def _run(view: View, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRes
         if request.method == "POST" and customer_id and exc.code != "unknown_customer":
             # A refused action (closed session, tries used up, ...): say why on the page.
             messages.error(request, exc.message)
-            return redirect(reverse("panel:customer", args=[customer_id]) + "#step")
+            return redirect(reverse("panel:customer", args=[customer_id]))
         if isinstance(exc, NotFound):
             return render(request, "panel/not_found.html", status=404)
         raise
@@ -229,7 +229,15 @@ def _state(customer: Customer, session: TroubleshootingSession | None) -> TwosvS
 
 
 def _back(customer: Customer) -> HttpResponse:
-    return redirect(reverse("panel:customer", args=[customer.customer_id]) + "#step")
+    """Back to the page, at its top: the result of the action shows (and is announced) there."""
+    return redirect(reverse("panel:customer", args=[customer.customer_id]))
+
+
+def _next_step_said(request: HttpRequest, customer: Customer, text: str) -> None:
+    """Say the action's result and the step it leads to, in the page's live region."""
+    session = _stored_session(request, customer)
+    step = _state(customer, session).decision.step
+    messages.info(request, f"{text} Next step: {step.title}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +271,14 @@ def _page_context(
     step = state.decision.step
     p = next((m for m in state.methods if m.method_id == state.decision.method_id), None)
     lookup = state.latest_lookup
-    tries_limit: int = settings.TWOSV_PHONE_VERIFY_MAX_TRIES
+    advisories = display.shown_advisories(state.decision.advisories)
+    number_changes = {
+        a.method_id: m.phone_changed_at
+        for a in state.decision.advisories
+        if a.code == "number_recently_changed"
+        for m in state.methods
+        if m.method_id == a.method_id
+    }
     return {
         "customer": customer,
         "session": session,
@@ -274,9 +289,15 @@ def _page_context(
         },
         "state": state,
         "step": step,
-        "advisories": state.decision.advisories,
+        "step_instructions": display.pieces(step.instructions),
+        "step_reason": display.pieces(step.reason),
+        # Warnings go above the step, info below it: every lock and warning on the first screen.
+        "warnings": [a for a in advisories if a.severity == "warning"],
+        "infos": [a for a in advisories if a.severity != "warning"],
         "methods": state.methods,
+        "number_changes": number_changes,
         "p": p,
+        "p_locked": p is not None and p.lock is not None,
         "has_backup": any(
             m.method.role == "backup" and m.status != "removed" for m in state.methods
         ),
@@ -284,7 +305,8 @@ def _page_context(
         "p_receives_codes": p is not None and p.method.receives_codes,
         "lookup": lookup,
         "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT_LOOKUP_STATUSES,
-        "tries_left": max(tries_limit - (session.phone_verify_tries if session else 0), 0),
+        "lookup_age": display.lookup_age(lookup, now=state.server_time),
+        "tries": display.phone_tries(customer.pk, session),
         "alternatives": [ALTERNATIVE_LABELS.get(code, code) for code in step.alternatives],
         "cancel_2sv_url": settings.TWOSV_CANCEL_2SV_URL,
     }
@@ -308,6 +330,7 @@ def lookup_status(request: HttpRequest, customer_id: str) -> HttpResponse:
             "customer": customer,
             "lookup": lookup,
             "lookup_in_flight": lookup is not None and lookup.status in IN_FLIGHT_LOOKUP_STATUSES,
+            "lookup_age": display.lookup_age(lookup, now=state.server_time),
         },
     )
 
@@ -332,6 +355,7 @@ def answer(request: HttpRequest, customer_id: str) -> HttpResponse:
         answers=form.answers(),
         context=audit_context(request),
     )
+    _next_step_said(request, customer, f"Answer recorded: {form.said()}.")
     return _back(customer)
 
 
@@ -346,6 +370,7 @@ def answers_reset(request: HttpRequest, customer_id: str) -> HttpResponse:
         answers=dict.fromkeys(services.SESSION_ANSWER_FIELDS),
         context=audit_context(request),
     )
+    _next_step_said(request, customer, "Answers cleared.")
     return _back(customer)
 
 
@@ -364,6 +389,7 @@ def method_choose(request: HttpRequest, customer_id: str) -> HttpResponse:
         method_id=form.cleaned_data["method_id"],
         context=audit_context(request),
     )
+    _next_step_said(request, customer, "Now troubleshooting the method you chose.")
     return _back(customer)
 
 
@@ -383,10 +409,13 @@ def verify_phone(request: HttpRequest, customer_id: str) -> HttpResponse:
         phone_number=form.cleaned_data["phone_number"],
         context=audit_context(request),
     )
+    step = _state(customer, _stored_session(request, customer)).decision.step
     if match:
-        messages.success(request, "Match: the number is the one on file.")
+        messages.success(request, f"Match: the number is the one on file. Next step: {step.title}.")
     else:
-        messages.warning(request, "No match: the number isn't the one on file.")
+        messages.warning(
+            request, f"No match: the number isn't the one on file. Next step: {step.title}."
+        )
     return _back(customer)
 
 
@@ -398,15 +427,25 @@ def lookup_request(request: HttpRequest, customer_id: str) -> HttpResponse:
     form = forms.LookupForm(request.POST)
     force = form.is_valid() and form.cleaned_data["force"]
     state = _state(customer, _troubleshooting_session(request, customer))
-    _lookup, created = services.lookup_request(
+    lookup, created = services.lookup_request(
         customer=customer,
         method_id=state.decision.method_id,
         actor=acting_user(request),
         force=force,
         context=audit_context(request),
     )
-    if not created:
-        messages.info(request, "A recent lookup is still fresh: its result is shown.")
+    if lookup.status in IN_FLIGHT_LOOKUP_STATUSES:
+        said = (
+            "Asked ATS: the answer shows here when it comes."
+            if created
+            else "ATS is still working on the lookup asked for recently: its answer shows here."
+        )
+        messages.info(request, said)
+    elif lookup.verdict:
+        fresh = "" if created else " (a recent lookup, still fresh)"
+        messages.success(request, f"ATS answered{fresh}: {lookup.get_verdict_display()}.")
+    else:
+        messages.error(request, f"The ATS lookup failed: {lookup.failure_reason}")
     return _back(customer)
 
 
@@ -417,7 +456,7 @@ def close_session(request: HttpRequest, customer_id: str) -> HttpResponse:
     customer = access_customer(customer_id=customer_id)
     form = forms.CloseForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Say whether this solved it: Yes, No or Escalated.")
+        messages.error(request, form.missing())
         return _back(customer)
     session = _troubleshooting_session(request, customer)
     services.session_close(
@@ -426,7 +465,8 @@ def close_session(request: HttpRequest, customer_id: str) -> HttpResponse:
         context=audit_context(request),
         **form.close_arguments(),
     )
-    messages.success(request, "Session closed. Thank you for the feedback.")
+    outcome = dict(forms.OUTCOME_CHOICES)[form.cleaned_data["outcome"]]
+    messages.success(request, f"Session closed: {outcome}. Thank you for the feedback.")
     return _back(customer)
 
 
@@ -438,4 +478,5 @@ def session_new(request: HttpRequest, customer_id: str) -> HttpResponse:
     session = _stored_session(request, customer)
     if session is None or session.closed_at is not None:
         _remember(request, customer, None)
+        messages.info(request, "New session: the questions start again.")
     return _back(customer)

@@ -10,6 +10,7 @@ Django's autodiscover imports this package; importing the modules below register
 from django.contrib import admin
 
 from twosv.admin import customers, records
+from twosv.admin import incidents as incidents  # registers Incident
 from twosv.admin import phone_checks as phone_checks  # registers PhoneCheck
 from twosv.admin.auditing import audit_auth_admins
 
@@ -17,6 +18,13 @@ __all__ = ["customers", "records"]
 
 # The main admin index links to the insights page (see the template).
 admin.site.index_template = "admin/twosv/index.html"
+# No "View site" link: this service has no public site at "/" (the panel opens from the CRM
+# with a signed link), so the default link would lead to a 404.
+admin.site.site_url = None
+# No model list beside every page: at 1280 px it left a change list 630 px, and the key
+# columns of methods, lookups and sessions went behind a horizontal scroll. The index page and
+# the breadcrumbs lead to every model.
+admin.site.enable_nav_sidebar = False
 
 # Every admin change is audited (docs/SPEC.md §6), granting a role (a group) included.
 audit_auth_admins()

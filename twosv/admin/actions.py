@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
@@ -18,7 +20,8 @@ from twosv import services
 from twosv.admin.common import acting_user, audit_context, state
 from twosv.errors import DomainError
 from twosv.masking import masked_phone
-from twosv.models import Method
+from twosv.models import DeliveryLookup, LookupStatus, Method
+from twosv.services.lookups import LOOKUP_IN_FLIGHT
 
 if TYPE_CHECKING:
     from twosv.admin.customers import MethodAdmin
@@ -79,16 +82,21 @@ def lift_lock(
 def run_delivery_lookup(
     modeladmin: MethodAdmin, request: HttpRequest, queryset: QuerySet[Method]
 ) -> None:
-    """Request a delivery lookup for each selected method that receives codes."""
+    """Request a delivery lookup for each selected method that receives codes.
+
+    The message says what happened to each: ran now (eager mode, or a worker already done),
+    queued for a worker, or an existing one reused (still in flight, or fresh).
+    """
     actor, context = acting_user(request), audit_context(request)
-    enqueued = reused = skipped = 0
+    ran: list[str] = []
+    queued = in_flight = fresh = skipped = 0
     refused: list[str] = []
     for method in queryset.select_related("customer"):
         if not method.receives_codes:
             skipped += 1
             continue
         try:
-            _lookup, created = services.lookup_request(
+            lookup, created = services.lookup_request(
                 customer=method.customer,
                 method_id=method.method_id,
                 actor=actor,
@@ -97,22 +105,69 @@ def run_delivery_lookup(
         except DomainError as exc:
             refused.append(f"{method.method_id}: {exc.message}")
             continue
-        if created:
-            enqueued += 1
+        if created and lookup.status not in LOOKUP_IN_FLIGHT:
+            ran.append(f"{method.method_id}: {_lookup_result(lookup)}")
+        elif created:
+            queued += 1
+        elif lookup.status in LOOKUP_IN_FLIGHT:
+            in_flight += 1
         else:
-            reused += 1
-    parts = [
-        ngettext("Enqueued %(n)d delivery lookup.", "Enqueued %(n)d delivery lookups.", enqueued)
-        % {"n": enqueued}
-    ]
-    if reused:
+            fresh += 1
+    parts = run_lookup_summary(
+        ran=ran, queued=queued, in_flight=in_flight, fresh=fresh, skipped=skipped
+    )
+    if parts:
+        modeladmin.message_user(request, " ".join(parts), messages.SUCCESS)
+    if refused:
+        modeladmin.message_user(request, _("Refused: ") + "; ".join(refused), messages.ERROR)
+
+
+def _lookup_result(lookup: DeliveryLookup) -> str:
+    if lookup.status == LookupStatus.SUCCEEDED:
+        return lookup.get_verdict_display() or lookup.verdict or str(_("no verdict"))
+    return str(_("failed"))
+
+
+def run_lookup_summary(
+    *, ran: list[str], queued: int, in_flight: int, fresh: int, skipped: int
+) -> list[str]:
+    """Return the sentences of the action's message, one per outcome that happened."""
+    parts: list[str] = []
+    if ran:
         parts.append(
             ngettext(
-                "%(n)d was already running or fresh and is reused.",
-                "%(n)d were already running or fresh and are reused.",
-                reused,
+                "Ran %(n)d delivery lookup now (%(results)s).",
+                "Ran %(n)d delivery lookups now (%(results)s).",
+                len(ran),
             )
-            % {"n": reused}
+            % {"n": len(ran), "results": "; ".join(ran)}
+        )
+    if queued:
+        parts.append(
+            ngettext(
+                "Queued %(n)d delivery lookup for a worker.",
+                "Queued %(n)d delivery lookups for a worker.",
+                queued,
+            )
+            % {"n": queued}
+        )
+    if in_flight:
+        parts.append(
+            ngettext(
+                "%(n)d lookup was already pending or running: no new one.",
+                "%(n)d lookups were already pending or running: no new ones.",
+                in_flight,
+            )
+            % {"n": in_flight}
+        )
+    if fresh:
+        parts.append(
+            ngettext(
+                "%(n)d method has a fresh result (under %(minutes)d min old), reused.",
+                "%(n)d methods have a fresh result (under %(minutes)d min old), reused.",
+                fresh,
+            )
+            % {"n": fresh, "minutes": settings.TWOSV_LOOKUP_FRESHNESS // timedelta(minutes=1)}
         )
     if skipped:
         parts.append(
@@ -123,6 +178,4 @@ def run_delivery_lookup(
             )
             % {"n": skipped}
         )
-    modeladmin.message_user(request, " ".join(parts), messages.SUCCESS)
-    if refused:
-        modeladmin.message_user(request, _("Refused: ") + "; ".join(refused), messages.ERROR)
+    return parts

@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 # The address as the API and the panel record it (NUM_PROXIES honoured), re-exported for actions.
 from crm_plugin.http.context import audit_context as audit_context
@@ -100,3 +102,54 @@ def status_text(state: MethodState) -> str:
 
 def resends_text(state: MethodState) -> str:
     return f"{state.resend_count} / {state.resend_threshold}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Compact list cells: a change list fits 1280 px with the filter beside it
+# ---------------------------------------------------------------------------------------------
+
+# Kinds as a list column names them (the change page keeps the full label).
+KIND_SHORT = {
+    "sms": "SMS",
+    "voice": "voice",
+    "email": "email",
+    "authenticator_app": "app",
+    "security_key": "key",
+}
+
+
+def short_time(value: datetime | None) -> SafeString | str:
+    """Return a time as list columns show it: local, to the minute, date over time.
+
+    The full time with seconds and offset shows on hover.
+    """
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}"><span class="nowrap">{}</span> {}</time>',
+        local.isoformat(timespec="seconds"),
+        local.isoformat(timespec="seconds"),
+        f"{local:%Y-%m-%d}",
+        f"{local:%H:%M}",
+    )
+
+
+def one_line(text: str) -> SafeString:
+    """Return `text` in a cell that doesn't wrap (a masked number, an id)."""
+    return format_html('<span class="nowrap">{}</span>', text)
+
+
+def method_short(method: Method | None) -> str:
+    """Return a method as list columns name it: its id and kind ("cust-1-sms (SMS)")."""
+    if method is None:
+        return "—"
+    return f"{method.method_id} ({KIND_SHORT.get(method.kind, method.kind)})"
+
+
+def status_short(state: MethodState) -> str:
+    """Return the method's status for a list column: the lock's end, without the zone."""
+    if state.lock is not None:
+        until = timezone.localtime(state.lock.locked_until)
+        return f"locked until {until:%Y-%m-%d %H:%M}"
+    return state.status

@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from pygal.style import Style
@@ -139,15 +140,61 @@ def _verdicts_chart(figures: insights.Insights) -> SafeString:
     groups = figures.regions[:10]
     verdicts = [value for value, _label in insights.VERDICT_COLUMNS]
     chart = pygal.HorizontalStackedBar(
-        style=_style(tuple(VERDICT_COLOURS[value] for value in verdicts)),
+        style=_style((*(VERDICT_COLOURS[value] for value in verdicts), *INCIDENT_COLOURS)),
         **_chart_config(height=max(240, 130 + 36 * len(groups)), legend_at_bottom_columns=3),
     )
     # pygal draws the first label at the bottom; list the largest group first, at the top.
     chart.x_labels = [group.label for group in reversed(groups)]
     if groups:
+        rows: list[list[int | None]] = []
         for value, label in insights.VERDICT_COLUMNS:
-            chart.add(label, [group.count(value) or None for group in reversed(groups)])
+            rows.append([group.count(value) or None for group in reversed(groups)])
+            chart.add(label, rows[-1])
+        # Incidents over time: one series per incident, on its region's row, named by its
+        # region and times; its bar is the incident's failed messages (not lookups).
+        for mark in figures.incidents[-INCIDENT_SERIES:]:
+            rows.append(
+                [
+                    mark.failures if group.key == mark.group_key else None
+                    for group in reversed(groups)
+                ]
+            )
+            chart.add(_incident_label(mark), rows[-1], stroke_style={"dasharray": "4,2"})
+        chart.y_labels = _count_ticks(_stacked_highest(rows))
     return _render(chart)
+
+
+def _stacked_highest(series: list[list[int | None]]) -> int:
+    """Return the longest stacked bar: the largest sum of the series' values at one label."""
+    return max((sum(value or 0 for value in bar) for bar in zip(*series, strict=True)), default=0)
+
+
+# The incidents drawn on the verdicts chart at most (the newest); the table lists them all.
+INCIDENT_SERIES = 8
+INCIDENT_COLOURS = (
+    "#4a0000",
+    "#7f0000",
+    "#b71c1c",
+    "#d50000",
+    "#ff1744",
+    "#ff5252",
+    "#880e4f",
+    "#4a148c",
+)
+
+
+def _incident_label(mark: insights.IncidentMark) -> str:
+    ended = (
+        f"{timezone.localtime(mark.ended_at):%b %d %H:%M}"
+        if mark.ended_at
+        else str(_("still open"))
+    )
+    return str(_("Incident {region} {opened} → {ended}: {failures} failed messages")).format(
+        region=mark.region,
+        opened=f"{timezone.localtime(mark.opened_at):%b %d %H:%M}",
+        ended=ended,
+        failures=mark.failures,
+    )
 
 
 def _steps_chart(figures: insights.Insights) -> SafeString:
@@ -156,9 +203,12 @@ def _steps_chart(figures: insights.Insights) -> SafeString:
         style=_style(("#2e7d32", "#ef6c00", "#c62828")),
         **_chart_config(height=max(220, 90 + 36 * len(steps)), legend_at_bottom_columns=3),
     )
-    chart.x_labels = [step.step_code or "(no step)" for step in reversed(steps)]
+    # The step's title as agents saw it in the panel, not its code.
+    chart.x_labels = [step.title for step in reversed(steps)]
     if steps:
         chart.add(str(_("Resolved")), [step.resolved or None for step in reversed(steps)])
         chart.add(str(_("Not resolved")), [step.not_resolved or None for step in reversed(steps)])
         chart.add(str(_("Escalated")), [step.escalated or None for step in reversed(steps)])
+        # Counts have no tenths: whole-number ticks on the value axis.
+        chart.y_labels = _count_ticks(max(step.total for step in steps))
     return _render(chart)

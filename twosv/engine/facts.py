@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from twosv.vocabulary import (
+    ADVISORY_SEVERITIES,
     CODE_RECEIVING_KINDS,
     AdvisoryCode,
+    AdvisorySeverity,
     MethodRole,
     RuleCode,
     StepCode,
     Verdict,
 )
+
+# Failed phone checks in a row after which the caller's phone is taken to have another number.
+MISSES_FOR_ANOTHER_NUMBER = 2
 
 # A succeeded lookup with any other verdict can't be read: the engine treats it as missing.
 KNOWN_VERDICTS = frozenset(Verdict)
@@ -41,6 +46,10 @@ class MethodFacts:
     phone_region: str | None  # ISO region of the number, e.g. "IN"
     visible_in_crm: bool
     enrolled_at: datetime
+    # When the number on file last changed after enrolment (a phone_number_changed event).
+    phone_changed_at: datetime | None = None
+    # The verdict of this method's latest delivery lookup, when it has one.
+    latest_verdict: str | None = None
 
     @property
     def receives_codes(self) -> bool:
@@ -62,11 +71,17 @@ class LookupFacts:
 
 @dataclass(frozen=True)
 class Answers:
-    """The agent's answers in a troubleshooting session; None means unknown."""
+    """The agent's answers in a troubleshooting session; None means unknown.
+
+    `phone_number_matches` is the session's latest phone verification and
+    `phone_check_misses` the number of failed verifications in a row (a match clears it).
+    """
 
     has_device_access: bool | None = None
     has_backup_device_access: bool | None = None
     phone_number_matches: bool | None = None
+    phone_number_changed: bool | None = None
+    phone_check_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,10 @@ class Facts:
     lookup_freshness: timedelta = timedelta(minutes=10)
     sender_numbers: tuple[str, ...] = ("+1 480-360-5516",)
     regional_advisories: Mapping[str, str] = field(default_factory=dict)
+    # A number on file changed less than this long ago is `number_recently_changed`.
+    recent_number_change: timedelta = timedelta(days=30)
+    # Regions with an open (or confirmed) delivery incident, each with the time it opened.
+    delivery_incidents: Mapping[str, datetime] = field(default_factory=dict)
     cancel_2sv_url: str = ""
 
 
@@ -94,7 +113,7 @@ class Facts:
 class Question:
     """A question the agent asks; `field` names the answer it fills in."""
 
-    field: str  # has_device_access | has_backup_device_access
+    field: str  # has_device_access | has_backup_device_access | phone_number_changed
     prompt: str
 
 
@@ -131,6 +150,14 @@ class Advisory:
     code: AdvisoryCode
     message: str
     method_id: str | None = None
+    locked_until: datetime | None = None  # method_locked: when the lock ends
+    region: str | None = None  # delivery_incident: the region it is about
+    since: datetime | None = None  # delivery_incident: when it opened
+
+    @property
+    def severity(self) -> AdvisorySeverity:
+        """Return `warning` or `info` (docs/SPEC.md section 4): warnings are listed first."""
+        return ADVISORY_SEVERITIES[self.code]
 
 
 @dataclass(frozen=True)
@@ -185,9 +212,17 @@ class Situation:
 
     @property
     def lost_device(self) -> bool:
-        """Return whether the customer can't use P's device (no access, or another number)."""
+        """Return whether the customer can't use P's device (R6).
+
+        No access to the device, a phone whose number changed since 2SV was set up, or the
+        number checked wrong twice in a row: one miss alone may be a misread digit (R6a).
+        """
         answers = self.answers
-        return answers.has_device_access is False or answers.phone_number_matches is False
+        return (
+            answers.has_device_access is False
+            or answers.phone_number_changed is True
+            or answers.phone_check_misses >= MISSES_FOR_ANOTHER_NUMBER
+        )
 
 
 def situation(facts: Facts) -> Situation:

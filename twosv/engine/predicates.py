@@ -48,6 +48,10 @@ def lost_device(s: Situation) -> bool:
     return s.lost_device
 
 
+def phone_mismatch(s: Situation) -> bool:
+    return s.answers.phone_number_matches is False
+
+
 def phone_unverified(s: Situation) -> bool:
     return s.method.kind in PHONE_KINDS and s.answers.phone_number_matches is None
 

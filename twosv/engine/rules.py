@@ -1,7 +1,7 @@
 """The next-step rules: docs/SPEC.md section 4 as a table read top to bottom.
 
 Each row names a rule of docs/SPEC.md, when it applies (twosv.engine.predicates) and the step it
-gives (twosv.engine.steps_access for R1-R7, twosv.engine.steps_delivery for R8-R16). Some
+gives (twosv.engine.steps_access for R1-R7 and R6a, twosv.engine.steps_delivery for R8-R16). Some
 rules have variants: several rows share a rule code and the first that matches wins.
 """
 
@@ -36,6 +36,8 @@ RULES: tuple[Rule, ...] = (
     Rule(RuleCode.R6, when.lost_device_backup_ready, access.use_backup_method),
     Rule(RuleCode.R6, when.lost_device_backup_unknown, access.ask_backup_device_access),
     Rule(RuleCode.R6, when.lost_device, access.cancel_2sv_no_device_access),
+    # One failed check may be a misread digit: check again before the Cancel-2SV flow.
+    Rule(RuleCode.R6A, when.phone_mismatch, access.recheck_phone_number),
     Rule(RuleCode.R7, when.phone_unverified, access.verify_phone_number),
     # An authenticator app or security key receives no codes: nothing to check with ATS.
     Rule(RuleCode.R8, when.receives_no_codes, delivery.problem_lies_elsewhere),

@@ -130,13 +130,25 @@ def wait_for_lock_expiry(s: Situation, rule: RuleCode) -> Step:
 
 
 def ask_device_access(s: Situation, rule: RuleCode) -> Step:
+    if s.backup is not None:
+        # No leads to the backup question (R6 as R3), not straight to Cancel 2SV.
+        if_not = _("If not, the panel asks next about the device for their backup method.")
+    else:
+        if_not = _(
+            "If not, they must see Cancel two-step verification and follow the steps under "
+            "I don't have access to that device."
+        )
     return Step(
         code=StepCode.ASK_DEVICE_ACCESS,
         title=_("Ask about the device"),
-        instructions=_(
-            "Find out if the customer has access to the device they set up for 2SV (phone, "
-            "etc.). If not, they must see Cancel two-step verification and follow the steps "
-            "under I don't have access to that device."
+        instructions=" ".join(
+            [
+                _(
+                    "Find out if the customer has access to the device they set up for 2SV "
+                    "(phone, etc.)."
+                ),
+                if_not,
+            ]
         ),
         reason=_(
             "It isn't known yet whether the customer has access to the device for {method}."
@@ -173,21 +185,23 @@ def cancel_2sv_no_device_access(s: Situation, rule: RuleCode) -> Step:
     )
 
 
+def _verify_phone_action(s: Situation, label: str) -> Action | None:
+    """Return the session's phone check; None without a session (the bare state endpoint)."""
+    if s.facts.session_id is None:
+        return None
+    return Action(
+        method="POST", url=f"/api/v1/twosv/sessions/{s.facts.session_id}/verify-phone/", label=label
+    )
+
+
 def verify_phone_number(s: Situation, rule: RuleCode) -> Step:
-    facts = s.facts
     instructions = _(
         "Ask the caller to say the full phone number they set up for 2SV and type it into "
         "the panel, which compares it with the number on file. Never say the number on file "
         "or any of its digits to the caller."
     )
-    action = None
-    if facts.session_id is not None:
-        action = Action(
-            method="POST",
-            url=f"/api/v1/twosv/sessions/{facts.session_id}/verify-phone/",
-            label=_("Check the number"),
-        )
-    else:
+    action = _verify_phone_action(s, _("Check the number"))
+    if action is None:
         instructions = " ".join(
             [instructions, _("Start a troubleshooting session to compare the number.")]
         )
@@ -203,4 +217,40 @@ def verify_phone_number(s: Situation, rule: RuleCode) -> Step:
         article_section=SECTION_GENERAL,
         action=action,
         method_id=s.method.method_id,
+    )
+
+
+def recheck_phone_number(s: Situation, rule: RuleCode) -> Step:
+    """R6a: one failed check is not proof, people misread digits; check once more."""
+    method = s.method
+    parts = [
+        _("The phone number the caller gave doesn't match the one on file for {method}.").format(
+            method=describe(method)
+        )
+    ]
+    parts.append(
+        _(
+            "One wrong number may be a misread digit; a second wrong number in a row leads to "
+            "Cancel two-step verification."
+        )
+    )
+    return Step(
+        code=StepCode.RECHECK_PHONE_NUMBER,
+        title=_("Check the number again"),
+        instructions=_(
+            "Ask the caller to say the full phone number of the device they set up for 2SV "
+            "once more, slowly, digit by digit, and type it into the panel again. Also ask "
+            "whether that phone's number has changed since they set up 2SV: if it has, the "
+            "panel leads to the steps for a device they no longer have. Never say the number "
+            "on file or any of its digits to the caller."
+        ),
+        reason=" ".join(parts),
+        rule=rule,
+        article_section=SECTION_GENERAL,
+        question=Question(
+            field="phone_number_changed",
+            prompt=_("Has the number of this phone changed since 2SV was set up?"),
+        ),
+        action=_verify_phone_action(s, _("Check the number again")),
+        method_id=method.method_id,
     )

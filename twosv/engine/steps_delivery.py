@@ -236,18 +236,32 @@ def check_handset_reachable(s: Situation, rule: RuleCode) -> Step:
 def regional_provider_issue(s: Situation, rule: RuleCode) -> Step:
     method = s.method
     message = s.facts.regional_advisories.get(method.phone_region or "")
+    incident_since = s.facts.delivery_incidents.get(method.phone_region or "")
+    if message is None and incident_since is not None:
+        message = _(
+            "Many codes to phone numbers in this region have failed since {since} (a delivery "
+            "incident)."
+        ).format(since=format_time(incident_since))
     if message is None:
         message = _(
             "Our text message provider Twilio might have problems reaching numbers in this region."
         )
+    # The panel knows whether there is a backup: say what applies, not "if they set one up".
+    if s.backup is None:
+        fallback = _("There is no usable backup method, so they can try again later.")
+    elif s.answers.has_backup_device_access is False:
+        fallback = _("They have no access to their backup device, so they can try again later.")
+    else:
+        fallback = _(
+            "They can select No code? in the login window and choose {backup}, if they have "
+            "access to its device; otherwise they can try again later."
+        ).format(backup=describe(s.backup))
     return Step(
         code=StepCode.REGIONAL_PROVIDER_ISSUE,
         title=_("Known provider problem in this region"),
         instructions=_(
-            "{advisory} Explain that codes to this number may not arrive for now. If the "
-            "customer set up a backup method, they can select No code? in the login window to "
-            "use it; otherwise they can try again later."
-        ).format(advisory=message),
+            "{advisory} Explain that codes to this number may not arrive for now. {fallback}"
+        ).format(advisory=message, fallback=fallback),
         reason=_(
             "The delivery lookup finished at {finished} shows the latest message to {method} "
             "failed, and ATS put it down to the provider's problems in the number's region "

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from twosv.engine.facts import Action, Facts, MethodFacts, Situation
+from twosv.engine.facts import (
+    MISSES_FOR_ANOTHER_NUMBER,
+    Action,
+    Facts,
+    MethodFacts,
+    Situation,
+)
 from twosv.vocabulary import MethodKind, MethodRole
 
 
@@ -75,11 +81,15 @@ def format_duration(seconds: int) -> str:
 
 def seconds_remaining(s: Situation) -> int | None:
     """Return the seconds left on P's lock, or None when unknown."""
-    method = s.method
+    return lock_seconds_remaining(s.method, s.facts.now)
+
+
+def lock_seconds_remaining(method: MethodFacts, now: datetime) -> int | None:
+    """Return the seconds left on the method's lock at `now`, or None when unknown."""
     if method.seconds_remaining is not None:
         return max(0, method.seconds_remaining)
     if method.locked_until is not None:
-        return max(0, int((method.locked_until - s.facts.now).total_seconds()))
+        return max(0, int((method.locked_until - now).total_seconds()))
     return None
 
 
@@ -96,7 +106,7 @@ def destination(method: MethodFacts) -> str:
 
 
 def why_not_primary(s: Situation) -> str:
-    """Say why the customer can't use P: locked, no device, or a changed number."""
+    """Say why the customer can't use P: locked, no device, a changed number or two misses."""
     method = s.method
     if method.locked:
         return _(
@@ -106,10 +116,20 @@ def why_not_primary(s: Situation) -> str:
             until=format_time(method.locked_until),
             threshold=s.facts.lock_threshold,
         )
-    if s.answers.phone_number_matches is False:
+    answers = s.answers
+    if answers.has_device_access is False:
+        return _("The customer has no access to the device for {method}.").format(
+            method=describe(method)
+        )
+    if answers.phone_number_changed is True:
         return _(
-            "The phone number the caller gave doesn't match the one on file for {method}."
+            "The number of the customer's phone changed since 2SV was set up for {method}."
         ).format(method=describe(method))
+    if answers.phone_check_misses >= MISSES_FOR_ANOTHER_NUMBER:
+        return _(
+            "The phone number the caller gave didn't match the one on file for {method}, "
+            "{misses} times in a row."
+        ).format(method=describe(method), misses=answers.phone_check_misses)
     return _("The customer has no access to the device for {method}.").format(
         method=describe(method)
     )

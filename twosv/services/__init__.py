@@ -6,7 +6,10 @@ through `locking`, in one order, before events are folded. Split by use case:
 - `ingestion`: producer events, one or a batch (`validation`, `projection`, `event_rows`)
 - `sessions`: troubleshooting sessions and the phone check
 - `locks`: an admin's lock lift
+- `retention`: the periodic purge of old events (after a checkpoint, `checkpoints`), audit
+  entries and removed methods' numbers
 - `lookups`: delivery lookups (request, run, sweep); `enqueue` publishes their task
+- `incidents`: delivery incidents (detection, and an admin's confirm, dismiss, resolve)
 - `audited_reads`: the agent reads that are recorded in the audit trail
 
 Callers write ``services.event_ingest(...)``: the names below are the public surface.
@@ -15,6 +18,12 @@ Callers write ``services.event_ingest(...)``: the names below are the public sur
 from twosv.services.audited_reads import customer_state_read_audit, lookup_read
 from twosv.services.enqueue import lookup_enqueue
 from twosv.services.event_rows import EVENT_COLUMNS
+from twosv.services.incidents import (
+    incident_confirm,
+    incident_dismiss,
+    incident_resolve,
+    incidents_detect,
+)
 from twosv.services.ingestion import (
     BatchItemResult,
     IngestResult,
@@ -31,6 +40,7 @@ from twosv.services.lookups import (
     lookups_sweep,
 )
 from twosv.services.projection import method_refold
+from twosv.services.retention import retention_purge
 from twosv.services.sessions import (
     SESSION_ANSWER_FIELDS,
     phone_numbers_match,
@@ -53,6 +63,10 @@ __all__ = [
     "customer_state_read_audit",
     "event_ingest",
     "events_ingest_batch",
+    "incident_confirm",
+    "incident_dismiss",
+    "incident_resolve",
+    "incidents_detect",
     "lock_lift",
     "lookup_enqueue",
     "lookup_read",
@@ -62,6 +76,7 @@ __all__ = [
     "lookups_sweep",
     "method_refold",
     "phone_numbers_match",
+    "retention_purge",
     "session_close",
     "session_start",
     "session_update",

@@ -13,7 +13,7 @@ producer (`actor`): a backdated event can change a lock, but never without a tra
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from twosv.errors import Conflict, DomainError, ErrorCode
 from twosv.models import Customer, Event, EventType, Method
 from twosv.selectors import lock_policy, method_projection
 from twosv.services import locking
+from twosv.services.checkpoints import checkpoints_write, count_folded
 from twosv.services.event_rows import EventRow, events_insert
 from twosv.services.projection import (
     active_lock_change,
@@ -75,6 +76,10 @@ class _MethodInFlight:
     number_changed: bool = False
     # The first event that arrived late (its id and type), which put the method up for a re-fold.
     late_event: tuple[str, str] | None = None
+    # The smallest key of the events folded since: the re-fold starts from a checkpoint before it.
+    late_key: tuple[datetime, str] | None = None
+    # Checkpoints due while folding in order, written with the method (`_methods_store`).
+    checkpoints: list[policy.Projection] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,17 @@ def _methods_locked(method_ids: Iterable[str]) -> dict[str, _MethodInFlight]:
 
 
 def _event_method(
-    methods: dict[str, _MethodInFlight], event_type: str, customer_id: str, data: dict[str, Any]
+    methods: dict[str, _MethodInFlight],
+    event_type: str,
+    customer_id: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
 ) -> _MethodInFlight | None:
-    """Return the event's method; None for an enrolment that may create it. Raise Conflict."""
+    """Return the event's method; None for an enrolment that may create it. Raise Conflict.
+
+    An event before the method's purge horizon is refused (`event_too_old`): the events it
+    would be folded among are gone, only their checkpoint is left (SPEC §8, "Retention").
+    """
     entry = methods.get(data["method_id"])
     if event_type == EventType.METHOD_ENROLLED:
         if entry is not None:
@@ -119,6 +132,14 @@ def _event_method(
             "This method belongs to another customer.",
             code=ErrorCode.METHOD_OF_OTHER_CUSTOMER,
             field="data.method_id",
+        )
+    purged_before = entry.method.purged_before
+    if purged_before is not None and occurred_at < purged_before:
+        raise Conflict(
+            "This event occurred before the method's retained history (its older events were "
+            "purged); it can no longer be folded in.",
+            code=ErrorCode.EVENT_TOO_OLD,
+            field="occurred_at",
         )
     return entry
 
@@ -155,10 +176,14 @@ def _event_fold(
     outcome = policy.Outcome.RECORDED
     if not entry.refold and policy.is_in_order(entry.projection, fold_event):
         entry.projection, outcome = policy.apply(entry.projection, fold_event, rules)
+        if count_folded(entry.method, entry.projection):
+            entry.checkpoints.append(entry.projection)
     else:
         if not entry.refold:
             # entry.projection stays as it was before this event: the re-fold is compared to it.
             entry.late_event = (event_id, event_type)
+        if entry.late_key is None or fold_event.key < entry.late_key:
+            entry.late_key = fold_event.key
         entry.refold = True
     entry.number_changed |= apply_method_attributes(entry.method, event_type, occurred_at, data)
     entry.touched = True
@@ -171,9 +196,11 @@ def _methods_store(entries: Iterable[_MethodInFlight], producer: _Producer) -> N
     touched = [entry for entry in entries if entry.touched]
     phone_checks_forget({entry.method.customer_id for entry in touched if entry.number_changed})
     for entry in touched:
+        checkpoints_write(entry.method, entry.checkpoints)
+        entry.checkpoints = []
         if entry.refold:
             before = entry.projection
-            entry.projection = method_refold(method=entry.method)
+            entry.projection = method_refold(method=entry.method, late_key=entry.late_key)
             _late_lock_change_audit(entry, before, producer)
         store_projection(entry.method, entry.projection)
 
@@ -262,7 +289,7 @@ def _ingest_locked(
     # No duplicate check here: a replayed event_id fails the INSERT below on the unique key and
     # event_ingest answers "duplicate" from the stored row, which saves a query per event.
     try:
-        entry = _event_method(methods, event_type, customer_id, data)
+        entry = _event_method(methods, event_type, customer_id, data, occurred_at)
     except Conflict as exc:
         if exc.code == ErrorCode.METHOD_EXISTS:
             existing = Event.objects.select_related("method").filter(event_id=event_id).first()
@@ -373,7 +400,9 @@ def _ingest_batch_locked(
         item = events[index]
         event_id, event_type = item["event_id"], item["type"]
         try:
-            entry = _event_method(methods, event_type, item["customer_id"], data)
+            entry = _event_method(
+                methods, event_type, item["customer_id"], data, item["occurred_at"]
+            )
         except DomainError as exc:
             duplicate = _batch_duplicate(event_id, stored_events, accepted, methods)
             # An enrolment of an existing method_id is a duplicate if its event_id was stored;

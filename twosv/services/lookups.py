@@ -38,13 +38,15 @@ from twosv.models import (
     Customer,
     DeliveryAttempt,
     DeliveryLookup,
+    Incident,
     LookupStatus,
     Method,
     RegionalAdvisory,
 )
 from twosv.selectors import customer_method, subject_method
-from twosv.services import locking
+from twosv.services import locking, receipts
 from twosv.services.enqueue import lookup_enqueue
+from twosv.vocabulary import INCIDENT_ACTIVE_STATUSES
 
 lookup_log = logging.getLogger("twosv.lookups")
 
@@ -102,12 +104,69 @@ def _lookup_method(customer: Customer, method_id: str | None, now: datetime) -> 
     return method
 
 
-def _lookup_reusable(method: Method, *, now: datetime, force: bool) -> DeliveryLookup | None:
-    """Return the method's lookup in flight, else (unless `force`) its fresh succeeded one."""
+LOOKUP_SUPERSEDED = "Superseded by a new request: it was stale (no answer in time)."
+
+
+def lookup_is_stale(lookup: DeliveryLookup, *, now: datetime) -> bool:
+    """Return whether a lookup in flight looks stuck: the sweeper's own test of "lost".
+
+    Pending since before TWOSV_LOOKUP_STALE_AFTER (since it was last published, else created),
+    or running since before TWOSV_LOOKUP_RUNNING_STALE_AFTER. A finished lookup is never stale.
+    """
+    if lookup.status == LookupStatus.PENDING:
+        since = lookup.enqueued_at or lookup.created_at
+        return since < now - settings.TWOSV_LOOKUP_STALE_AFTER
+    if lookup.status == LookupStatus.RUNNING:
+        since = lookup.started_at or lookup.created_at
+        return since < now - lookup_running_stale_after()
+    return False
+
+
+def lookup_stale_at(lookup: DeliveryLookup) -> datetime | None:
+    """Return when a lookup in flight becomes stale (lookup_is_stale), None for a finished one."""
+    if lookup.status == LookupStatus.PENDING:
+        since = lookup.enqueued_at or lookup.created_at
+        stale_after: timedelta = settings.TWOSV_LOOKUP_STALE_AFTER
+        return since + stale_after
+    if lookup.status == LookupStatus.RUNNING:
+        return (lookup.started_at or lookup.created_at) + lookup_running_stale_after()
+    return None
+
+
+def _lookup_supersede(lookup: DeliveryLookup, *, now: datetime) -> bool:
+    """Fail a stale lookup in flight under its row lock, so a new one can be created.
+
+    Return False (and change nothing) when it moved on meanwhile: finished, or no longer stale
+    (a worker picked it up). A worker still on it finds its try closed and drops its result.
+    """
+    current = locking.lookup_for_update(pk=lookup.pk)
+    if current is None or current.status not in LOOKUP_IN_FLIGHT:
+        return False
+    if not lookup_is_stale(current, now=now):
+        return False
+    current.status = LookupStatus.FAILED
+    current.finished_at = now
+    current.failure_reason = LOOKUP_SUPERSEDED
+    current.save(update_fields=["status", "finished_at", "failure_reason"])
+    return True
+
+
+def _lookup_reusable(
+    method: Method, *, now: datetime, force: bool
+) -> tuple[DeliveryLookup | None, DeliveryLookup | None]:
+    """Return the method's lookup to reuse and the stale one superseded to make way, if any.
+
+    The lookup in flight is reused, unless `force` and it is stale: then it is failed as
+    superseded and none is reused. Without `force`, a fresh succeeded lookup is reused too.
+    """
     lookups = DeliveryLookup.objects.select_related("customer", "method")
     in_flight = lookups.filter(method=method, status__in=LOOKUP_IN_FLIGHT).first()
-    if in_flight is not None or force:
-        return in_flight
+    if in_flight is not None:
+        if force and _lookup_supersede(in_flight, now=now):
+            return None, in_flight
+        return in_flight, None
+    if force:
+        return None, None
     return (
         lookups.filter(
             method=method,
@@ -116,7 +175,7 @@ def _lookup_reusable(method: Method, *, now: datetime, force: bool) -> DeliveryL
         )
         .order_by("-finished_at")
         .first()
-    )
+    ), None
 
 
 def _audit_lookup_request(
@@ -153,10 +212,11 @@ def lookup_request(
     """Return the method's lookup to show and whether it was created just now.
 
     The method is `method_id`, else the subject method (P). A lookup pending or running
-    is returned as is; so is one that succeeded within TWOSV_LOOKUP_FRESHNESS, unless `force`.
-    Otherwise create a pending lookup over the last TWOSV_LOOKUP_PERIOD and publish its task
-    after the commit; a broker that is down leaves it pending for the sweeper and never fails
-    the request.
+    is returned as is, unless `force` and it is stale (lookup_is_stale): then it is failed as
+    superseded, under its row lock, and a new one is created. One that succeeded within
+    TWOSV_LOOKUP_FRESHNESS is returned as is, unless `force`. Otherwise create a pending
+    lookup over the last TWOSV_LOOKUP_PERIOD and publish its task after the commit; a broker
+    that is down leaves it pending for the sweeper and never fails the request.
     """
     now = timezone.now()
     try:
@@ -177,7 +237,7 @@ def lookup_request(
             # Requests for one method serialize on its row (as its events do), so of 50
             # concurrent requests one creates the lookup and the others find it.
             locking.method_lock(pk=method.pk)
-            lookup = _lookup_reusable(method, now=now, force=force)
+            lookup, superseded = _lookup_reusable(method, now=now, force=force)
             created = lookup is None
             if lookup is None:
                 lookup = DeliveryLookup.objects.create(
@@ -197,6 +257,7 @@ def lookup_request(
                 lookup=lookup,
                 method_id=method.method_id,
                 force=force,
+                **({"superseded": str(superseded.pk)} if superseded is not None else {}),
             )
     except IntegrityError:
         # Lost the race on "one lookup in flight per method" to a writer that doesn't take the
@@ -229,14 +290,25 @@ _LOOKUP_RUN_FIELDS = [
     "enqueued_at",
     "started_at",
     "finished_at",
+    "source",
 ]
 
 
-def _lookup_has_regional_advisory(method: Method) -> bool:
+def _lookup_region(method: Method) -> str:
+    """Return the ISO region of the method's number ("" for an email or an unknown region)."""
     phone = mask_phone(method.phone_number)
-    if phone is None or phone.region is None:
+    return phone.region if phone is not None and phone.region else ""
+
+
+def _lookup_has_regional_advisory(method: Method) -> bool:
+    """Return whether the number's region has a provider advisory or a delivery incident open."""
+    region = _lookup_region(method)
+    if not region:
         return False
-    return RegionalAdvisory.objects.filter(region=phone.region, active=True).exists()
+    return (
+        RegionalAdvisory.objects.filter(region=region, active=True).exists()
+        or Incident.objects.filter(region=region, status__in=INCIDENT_ACTIVE_STATUSES).exists()
+    )
 
 
 def _lookup_close_try(
@@ -247,6 +319,7 @@ def _lookup_close_try(
     failure_reason: str = "",
     verdict: str = "",
     attempts: list[AtsMessage] | None = None,
+    source: str = "",
 ) -> bool:
     """Record the end of try `this_try` (with its attempts, if it succeeded).
 
@@ -261,7 +334,8 @@ def _lookup_close_try(
         current.status = status
         current.failure_reason = failure_reason[:500]
         current.verdict = verdict
-        fields = ["status", "failure_reason", "verdict"]
+        current.source = source
+        fields = ["status", "failure_reason", "verdict", "source"]
         if status in LOOKUP_FINISHED:
             current.finished_at = now
             fields.append("finished_at")
@@ -272,6 +346,7 @@ def _lookup_close_try(
         if attempts is not None:
             current.attempts.all().delete()
             unique = {message.id: message for message in attempts}
+            region = _lookup_region(lookup.method)
             DeliveryAttempt.objects.bulk_create(
                 DeliveryAttempt(
                     lookup=current,
@@ -282,6 +357,7 @@ def _lookup_close_try(
                     error_code=message.error_code,
                     provider=message.provider[:64],
                     sender=message.sender[:64],
+                    region=region,
                 )
                 for message in unique.values()
             )
@@ -334,10 +410,20 @@ def lookup_run(
         lookup.save(update_fields=["status", "tries", "started_at"])
     this_try = lookup.tries
     method = lookup.method
+    # With the Twilio backend, receipts answer when they cover the period: no API call.
+    from_receipts = (
+        receipts.receipts_answer(method, since=lookup.period_start, now=now)
+        if client is None and settings.TWOSV_ATS_BACKEND == "twilio"
+        else None
+    )
+    source = "receipts"
     try:
-        messages = (client or ats_client_from_settings()).messages(
-            to=_lookup_recipient(method), since=lookup.period_start
-        )
+        if from_receipts is not None:
+            messages = from_receipts
+        else:
+            client = client or ats_client_from_settings()
+            source = getattr(client, "source", "") or str(settings.TWOSV_ATS_BACKEND)
+            messages = client.messages(to=_lookup_recipient(method), since=lookup.period_start)
     except (AtsTransientError, SoftTimeLimitExceeded) as exc:
         # Celery's soft time limit interrupting the ATS call is one more transient failure:
         # recorded for this try, retried like the others.
@@ -385,7 +471,12 @@ def lookup_run(
         regional_advisory=_lookup_has_regional_advisory(method),
     )
     _lookup_close_try(
-        lookup, this_try, status=LookupStatus.SUCCEEDED, verdict=verdict, attempts=messages
+        lookup,
+        this_try,
+        status=LookupStatus.SUCCEEDED,
+        verdict=verdict,
+        attempts=messages,
+        source=source,
     )
     return lookup
 

@@ -11,6 +11,10 @@ from typing import Any
 from twosv import policy
 from twosv.models import Event, EventType, Method, TroubleshootingSession
 from twosv.selectors import lock_policy, method_projection
+from twosv.services.checkpoints import checkpoints_write, count_folded
+
+# Re-exported: the re-fold has always been imported from here.
+from twosv.services.checkpoints import method_refold as method_refold
 
 
 def enrolled_method(data: dict[str, Any], occurred_at: datetime) -> Method:
@@ -58,7 +62,7 @@ def phone_checks_forget(customer_pks: set[int]) -> None:
     if customer_pks:
         TroubleshootingSession.objects.filter(
             customer_id__in=customer_pks, closed_at__isnull=True
-        ).update(phone_number_matches=None)
+        ).update(phone_number_matches=None, phone_check_misses=0)
 
 
 def store_projection(method: Method, projection: policy.Projection) -> None:
@@ -72,6 +76,7 @@ def set_projection(method: Method, projection: policy.Projection) -> None:
     method.locked_at = lock.locked_at if lock else None
     method.locked_until = lock.locked_until if lock else None
     method.lock_lifted_at = lock.lifted_at if lock else None
+    method.lock_blocked = lock.blocked if lock else 0
     if projection.last_key is not None:
         method.last_event_at, method.last_event_id = projection.last_key
 
@@ -82,8 +87,10 @@ _METHOD_FOLDED_FIELDS = [
     "locked_at",
     "locked_until",
     "lock_lifted_at",
+    "lock_blocked",
     "last_event_at",
     "last_event_id",
+    "checkpoint_lag",
     "removed_at",
     "phone_number",
     "phone_changed_at",
@@ -104,8 +111,10 @@ def fold_into(method: Method, event: Event) -> None:
         if outcome != event.outcome:
             event.outcome = outcome
             event.save(update_fields=["outcome"])
+        if count_folded(method, projection):
+            checkpoints_write(method, [projection])
     else:
-        projection = method_refold(method=method)
+        projection = method_refold(method=method, late_key=fold_event.key)
     store_projection(method, projection)
 
 
@@ -129,20 +138,3 @@ def _active_lock(projection: policy.Projection, now: datetime) -> dict[str, str]
     if lock is None or not lock.active_at(now):
         return None
     return {"locked_at": lock.locked_at.isoformat(), "locked_until": lock.locked_until.isoformat()}
-
-
-def method_refold(*, method: Method) -> policy.Projection:
-    """Recompute the method's projection from its whole history and fix each event's outcome."""
-    events = list(
-        Event.objects.filter(method=method).only("id", "event_id", "type", "occurred_at", "outcome")
-    )
-    by_id = {event.event_id: event for event in events}
-    projection, outcomes = policy.fold((_fold_event(e) for e in events), lock_policy())
-    changed = []
-    for fold_event, outcome in outcomes:
-        stored = by_id[fold_event.event_id]
-        if stored.outcome != outcome:
-            stored.outcome = outcome
-            changed.append(stored)
-    Event.objects.bulk_update(changed, ["outcome"], batch_size=500)
-    return projection

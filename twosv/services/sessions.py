@@ -18,14 +18,23 @@ from twosv.models import Customer, Method, PhoneCheck, TroubleshootingSession
 from twosv.selectors import customer_method, customer_twosv_state, subject_method
 from twosv.services import locking
 
-SESSION_ANSWER_FIELDS = ("has_device_access", "has_backup_device_access")
+SESSION_ANSWER_FIELDS = ("has_device_access", "has_backup_device_access", "phone_number_changed")
 _UNSET: Any = object()
 
 
 def _session_method(customer: Customer, method_id: str | None) -> Method | None:
-    if method_id is None:
-        return None
-    return customer_method(customer=customer, method_id=method_id, now=timezone.now())
+    """Return the method the session is about: the one named, else the subject method (P).
+
+    Recorded on the session even when the agent named none, so the admin's list and CSV say
+    which method each session was about (None only when the customer has no active method).
+    """
+    now = timezone.now()
+    chosen = (
+        None
+        if method_id is None
+        else customer_method(customer=customer, method_id=method_id, now=now)
+    )
+    return subject_method(customer=customer, chosen=chosen, now=now)
 
 
 def session_start(
@@ -86,10 +95,16 @@ def session_update(
             method = _session_method(locked.customer, method_id)
             now = timezone.now()
             before = subject_method(customer=locked.customer, chosen=locked.method, now=now)
-            if subject_method(customer=locked.customer, chosen=method, now=now) != before:
+            if method != before:
                 # A verification was about the other method's number: it says nothing now.
                 locked.phone_number_matches = None
+                locked.phone_check_misses = 0
             locked.method = method
+        else:
+            # Kept current: a method removed since falls back to the one the engine now uses.
+            locked.method = subject_method(
+                customer=locked.customer, chosen=locked.method, now=timezone.now()
+            )
         locked.save()
         audit_record(
             actor=actor,
@@ -159,8 +174,17 @@ def session_verify_phone(
             locked.phone_verify_tries += 1
             match = phone_numbers_match(phone_number, method.phone_number)
             if match is not None:
+                # Misses in a row: one may be a misread digit (R6a), two are another number (R6).
                 locked.phone_number_matches = match
-            locked.save(update_fields=["phone_verify_tries", "phone_number_matches", "updated_at"])
+                locked.phone_check_misses = 0 if match else locked.phone_check_misses + 1
+            locked.save(
+                update_fields=[
+                    "phone_verify_tries",
+                    "phone_number_matches",
+                    "phone_check_misses",
+                    "updated_at",
+                ]
+            )
             PhoneCheck.objects.create(
                 customer=customer,
                 session=locked,
@@ -179,6 +203,7 @@ def session_verify_phone(
                 details={
                     **details,
                     "try": locked.phone_verify_tries,
+                    "misses_in_a_row": locked.phone_check_misses,
                     "customer_tries": details["customer_tries"] + 1,
                 },
                 context=context,

@@ -1,5 +1,6 @@
-/* The panel's only script: the entry page's link hand-over, lock countdowns that tick, and the
-   delivery lookup's live status. Served from this site (CSP default-src 'self'); the panel pages
+/* The panel's only script: the entry page's link hand-over, lock countdowns that tick, times in
+   the agent's local time, the last action's result announced, and the delivery lookup's live
+   status. Served from this site (CSP default-src 'self'); the panel pages
    work without it, just less live. */
 (function () {
   "use strict";
@@ -67,15 +68,125 @@
     window.setInterval(tick, 1000);
   }
 
+  // Times come as <time datetime="..." title="... UTC">... UTC</time>: show them in the agent's
+  // local time (UTC stays on hover); data-relative adds how long ago ("just now", never "0 min").
+  function ago(seconds) {
+    if (seconds < 60) {
+      return "just now";
+    }
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) {
+      return minutes + " min ago";
+    }
+    var hours = Math.floor(minutes / 60);
+    if (hours < 48) {
+      return hours + " h ago";
+    }
+    return Math.floor(hours / 24) + " days ago";
+  }
+
+  function localiseTimes(root) {
+    (root || document).querySelectorAll("time[datetime]").forEach(function (node) {
+      var moment = new Date(node.getAttribute("datetime"));
+      if (isNaN(moment.getTime())) {
+        return;
+      }
+      var now = new Date();
+      var sameDay = moment.toDateString() === now.toDateString();
+      var options = { hour: "2-digit", minute: "2-digit" };
+      if (!sameDay) {
+        options.day = "numeric";
+        options.month = "short";
+        if (moment.getFullYear() !== now.getFullYear()) {
+          options.year = "numeric";
+        }
+      }
+      var text = moment.toLocaleString([], options);
+      if (node.getAttribute("data-relative") === "1" && moment <= now) {
+        text += " (" + ago(Math.floor((now - moment) / 1000)) + ")";
+      }
+      node.textContent = text;
+    });
+  }
+
+  // The result of the last action is in the live region at the top of the page. Content that is
+  // there when the page loads isn't announced, so put it back a moment later: screen readers read
+  // it out then. A result kept across a reload (the lookup's answer) is added the same way.
+  var ANNOUNCE_KEY = "twosv-panel-announce";
+
+  function announce() {
+    var live = document.getElementById("live");
+    if (!live) {
+      return;
+    }
+    var kept = null;
+    try {
+      kept = window.sessionStorage.getItem(ANNOUNCE_KEY);
+      window.sessionStorage.removeItem(ANNOUNCE_KEY);
+    } catch (error) {
+      kept = null;
+    }
+    var results = Array.prototype.slice.call(live.children);
+    if (kept) {
+      var note = document.createElement("p");
+      note.className = "flash flash-info";
+      note.setAttribute("data-result", "");
+      note.textContent = kept;
+      results.push(note);
+    }
+    if (!results.length) {
+      return;
+    }
+    live.replaceChildren();
+    window.setTimeout(function () {
+      results.forEach(function (node) { live.appendChild(node); });
+    }, 150);
+  }
+
+  function keepForAnnouncement(text) {
+    try {
+      window.sessionStorage.setItem(ANNOUNCE_KEY, text);
+    } catch (error) {
+      // No storage (a locked-down profile): the page still shows the answer.
+    }
+  }
+
   // While a lookup is pending or running, fetch its status fragment until it finishes, then
-  // reload the page for the verdict and the next step.
+  // reload the page for the verdict and the next step. The polls slow down (1.5 s, then up to
+  // 10 s apart) and stop once the lookup would be stale (data-stale-in, in seconds): the page
+  // then reloads once and offers "Ask again".
   function pollLookup() {
     var box = document.querySelector("[data-poll-url]");
     if (!box) {
       return;
     }
     var url = box.getAttribute("data-poll-url");
+    var staleIn = parseInt(box.getAttribute("data-stale-in") || "120", 10);
+    var deadline = Date.now() + (staleIn + 2) * 1000;
+    var delay = 1500;
+    var finished = false;
+    function finish() {
+      finished = true;
+      var said = box.getAttribute("data-announce");
+      if (said) {
+        keepForAnnouncement(said);
+      }
+      window.location.reload();
+    }
+    function next(lastTry) {
+      if (lastTry) {
+        var note = box.querySelector(".poll-note");
+        if (note) {
+          note.hidden = false;
+        }
+        return;
+      }
+      var wait = Math.min(delay, Math.max(0, deadline - Date.now()));
+      delay = Math.min(delay * 1.5, 10000);
+      window.setTimeout(poll, wait);
+    }
     function poll() {
+      var lastTry = Date.now() >= deadline;
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (response) {
           if (!response.ok) {
@@ -88,24 +199,30 @@
           template.innerHTML = html.trim();
           var fresh = template.content.firstElementChild;
           if (fresh) {
+            localiseTimes(fresh);
             box.replaceWith(fresh);
             box = fresh;
           }
           if (box.getAttribute("data-finished") === "1") {
-            window.location.reload();
+            finish();
           } else {
-            window.setTimeout(poll, 1500);
+            next(lastTry);
           }
         })
         .catch(function () {
-          window.setTimeout(poll, 5000);
+          if (!finished) {
+            delay = Math.max(delay, 5000);
+            next(lastTry);
+          }
         });
     }
-    window.setTimeout(poll, 1500);
+    window.setTimeout(poll, delay);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     enter();
+    localiseTimes(document);
+    announce();
     startCountdowns();
     pollLookup();
   });

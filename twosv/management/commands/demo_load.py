@@ -10,6 +10,7 @@ lookups and sessions, and the demo ATS records) and loads it afresh.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -34,7 +36,9 @@ from twosv.models import (
     LookupStatus,
     Method,
 )
+from twosv.selectors import subject_method
 from twosv.services import event_ingest
+from twosv.services.receipts import receipt_record
 from twosv.vocabulary import FINAL_ATS_STATUSES, AtsStatus, EventType
 
 DEMO_PREFIX = "demo-"
@@ -47,6 +51,12 @@ ATS_STATUSES = frozenset(AtsStatus)
 DEFAULT_SENDER = "+14803605516"
 # How long after sending the ATS records its delivery receipt.
 RECEIPT_DELAY = timedelta(seconds=4)
+# A seeded lookup "at": "stale" is this much older than TWOSV_LOOKUP_STALE_AFTER: the sweeper's
+# first run (the dev server runs it as it starts) publishes it again and it completes.
+STALE_MARGIN = timedelta(seconds=10)
+STALE = "stale"
+# In a walkthrough's "do", the number on file of the method the panel checks.
+NUMBER_PLACEHOLDER = "{number}"
 
 _OFFSET = re.compile(r"^-((?:\d+(?:d|h|min|s))+)$")
 _OFFSET_PART = re.compile(r"(\d+)(d|h|min|s)")
@@ -102,6 +112,8 @@ class DemoCustomer:
     customer_id: str
     situation: str
     walkthrough: list[tuple[str, str]] = field(default_factory=list)
+    # The number to type in the phone check (the subject method's), as a caller would say it.
+    phone_check: str = ""
 
 
 def read_fixture(path: Path) -> list[dict[str, Any]]:
@@ -196,7 +208,27 @@ def _ats_records(customer_id: str, raw_records: list[dict[str, Any]], now: datet
             )
         )
     LocalDeliveryRecord.objects.bulk_create(records)
+    _receipts(records)
     return len(records)
+
+
+def _receipts(records: list[LocalDeliveryRecord]) -> None:
+    """Give each ATS record Twilio's status callbacks too (`sent`, then its final status), as
+    the webhook stores them: the method's timeline shows them, error codes in words."""
+    for record in records:
+        sid = "SM" + hashlib.sha256(record.external_id.encode()).hexdigest()[:32]
+        statuses = [AtsStatus.SENT] if record.status != AtsStatus.QUEUED else []
+        if record.status in FINAL_ATS_STATUSES:
+            statuses.append(AtsStatus(record.status))
+        for n, status in enumerate(statuses):
+            receipt_record(
+                message_sid=sid,
+                status=status,
+                error_code=record.error_code if status in FINAL_ATS_STATUSES else None,
+                to=record.to,
+                sender=record.sender,
+                now=record.created_at + (RECEIPT_DELAY if n else timedelta(seconds=1)),
+            )
 
 
 def _lookups(
@@ -210,7 +242,12 @@ def _lookups(
                 f"{customer.customer_id}: a seeded lookup is pending, running or failed."
             )
         method = Method.objects.get(customer=customer, method_id=raw["method"])
-        created_at = now + parse_offset(raw["at"])
+        stale = raw["at"] == STALE
+        if stale:
+            # Published, then its message lost: due for the sweeper's very next run.
+            created_at = now - settings.TWOSV_LOOKUP_STALE_AFTER - STALE_MARGIN
+        else:
+            created_at = now + parse_offset(raw["at"])
         lookup = DeliveryLookup.objects.create(
             customer=customer,
             method=method,
@@ -222,7 +259,7 @@ def _lookups(
         # created_at is auto_now_add: set the demo's time with an update.
         DeliveryLookup.objects.filter(pk=lookup.pk).update(
             created_at=created_at,
-            enqueued_at=created_at if status != LookupStatus.PENDING else None,
+            enqueued_at=created_at if stale or status != LookupStatus.PENDING else None,
             started_at=created_at if status != LookupStatus.PENDING else None,
             finished_at=created_at + timedelta(seconds=30) if finished else None,
             tries=settings.TWOSV_LOOKUP_MAX_TRIES if finished else 0,
@@ -246,6 +283,19 @@ def demo_customer_load(raw: dict[str, Any], *, now: datetime, agent: User) -> Lo
     except (KeyError, TypeError, ValueError) as exc:
         raise CommandError(f"{customer_id}: malformed demo data ({exc!r}).") from exc
     return LoadCounts(customers=1, events=len(planned), ats_records=ats, lookups=lookups)
+
+
+def demo_phone_check(customer_id: str, *, now: datetime) -> str:
+    """Return the number to type in the customer's phone check ("+1 202-555-0143"), or "".
+
+    The number on file of the subject method (P), the one the panel's phone check compares.
+    """
+    customer = Customer.objects.get(customer_id=customer_id)
+    method = subject_method(customer=customer, chosen=None, now=now)
+    if method is None or not method.phone_number:
+        return ""
+    parsed = phonenumbers.parse(method.phone_number, None)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def _user_with_token(username: str, group_name: str, first_name: str) -> tuple[User, str]:
@@ -328,6 +378,7 @@ class Command(BaseCommand):
                 customer_id=raw["customer_id"],
                 situation=raw.get("situation", ""),
                 walkthrough=[(s["do"], s["step"]) for s in raw.get("walkthrough", [])],
+                phone_check=demo_phone_check(raw["customer_id"], now=now),
             )
             for raw in raw_customers
         ]
@@ -400,9 +451,17 @@ class Command(BaseCommand):
         width = max(len(c.customer_id) for c in customers)
         for customer in customers:
             lines.append(f"  {customer.customer_id:<{width}}  {customer.situation}")
-            walk = "; ".join(f"{do} -> {step}" for do, step in customer.walkthrough)
+            number = customer.phone_check or "(no number on file)"
+            walk = "; ".join(
+                f"{do.replace(NUMBER_PLACEHOLDER, number)} -> {step}"
+                for do, step in customer.walkthrough
+            )
             if walk:
                 lines.append(f"  {'':<{width}}    {walk}")
+            if customer.phone_check:
+                lines.append(
+                    f"  {'':<{width}}    phone check: type {customer.phone_check} for a match"
+                )
         if not settings.DEBUG:
             lines += [
                 "",
