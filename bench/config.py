@@ -13,6 +13,8 @@ BIN = Path(sys.executable).parent
 # before any bench module is imported); another size gets a database of its own.
 EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000"))
 DB_NAME = "twosv_bench" if EVENTS == 1_000_000 else f"twosv_bench_{EVENTS // 1_000_000}m"
+# Figure (l) purges scratch data in a database of its own (bench/purge.py).
+PURGE_DB = "twosv_bench_purge"
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 DATABASE_URL = f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{DB_NAME}"
 # A Redis database of its own, so purging the bench's queue touches nobody else's.

@@ -1,24 +1,29 @@
 """Figure (l): the retention purge's rate in events per second, on aged events of its own.
 
-The bench's seeded data must survive the run, so (l) COPYs scratch customers into the bench
-database whose history reaches back before every seeded event: SCRATCH_CUSTOMERS customers
-shaped like the seed's (a primary method, sometimes a backup, ~QUOTA events from enrolment to
-two hours ago) and one method with BIG_QUOTA events (a tenth of the events, as in the seed),
-folded and checkpointed exactly as the seed does (`bench.seed_fold`: live ingestion's
-checkpoints, one every TWOSV_CHECKPOINT_EVERY events). The purge then runs as the periodic task
-does (`twosv.services.retention`) with a cutoff a day before the oldest seeded event: only the
-scratch methods have events before it, about half of their events. What is left of the
-scratch customers is deleted afterwards. The rate counts the whole purge: moving the horizons
-(each method folded from its latest checkpoint before the cutoff) and deleting.
+The bench's seeded data must survive the run, and a purge leaves dead rows and statistics behind
+that would skew the other figures (after one, the planner read the big method's events through
+the wrong index), so (l) runs in a database of its own (``twosv_bench_purge``, migrated once),
+in a child process: it COPYs SCRATCH_CUSTOMERS customers shaped like the seed's (a primary
+method, sometimes a backup, ~QUOTA events from enrolment to two hours ago) and one method with
+BIG_QUOTA events (a tenth of the events, as in the seed), folded and checkpointed exactly as
+the seed does (`bench.seed_fold`: live ingestion's checkpoints, one every
+TWOSV_CHECKPOINT_EVERY events), with as much history before the cutoff (now -
+TWOSV_EVENT_RETENTION) as after it. The purge then runs as the periodic task does
+(`twosv.services.retention`: horizons, then deletes); the tables are truncated afterwards. The
+rate counts the whole purge: moving the horizons (each method folded from its latest
+checkpoint before the cutoff) and deleting.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bench.config import log
@@ -108,33 +113,28 @@ def seed_aged(run: str, cutoff: datetime, now: datetime) -> dict[str, int]:
     return counts
 
 
-def drop_scratch(run: str) -> None:
-    from django.db import connection, transaction
-
-    like = f"bench-run-{run}-purge%"
-    with transaction.atomic(), connection.cursor() as cursor:
-        scratch = "(SELECT id FROM twosv_customer WHERE customer_id LIKE %s)"
-        cursor.execute(f"DELETE FROM twosv_event WHERE customer_id IN {scratch}", [like])
-        cursor.execute(
-            "DELETE FROM twosv_methodcheckpoint WHERE method_id IN "
-            f"(SELECT id FROM twosv_method WHERE customer_id IN {scratch})",
-            [like],
-        )
-        cursor.execute(f"DELETE FROM twosv_method WHERE customer_id IN {scratch}", [like])
-        cursor.execute("DELETE FROM twosv_customer WHERE customer_id LIKE %s", [like])
-
-
-def measure_purge(run: str) -> dict[str, Any]:
-    """Figure (l): seed the scratch history, purge it as the periodic task does, time it."""
+def _truncate() -> None:
     from django.db import connection
 
-    from twosv.models import Method
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE twosv_customer, twosv_method, twosv_event, twosv_methodcheckpoint CASCADE"
+        )
+
+
+def purge_scratch(run: str) -> dict[str, Any]:
+    """In the purge database: seed the scratch history, purge it as the periodic task does,
+    time it, empty the tables."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
     from twosv.services import retention
 
-    oldest = Method.objects.order_by("enrolled_at").values_list("enrolled_at", flat=True).first()
-    assert oldest is not None
-    cutoff = min(oldest, datetime.now(UTC)) - timedelta(days=1)
+    call_command("migrate", verbosity=0, interactive=False)
+    _truncate()
     now = datetime.now(UTC).replace(microsecond=0)
+    cutoff = now - settings.TWOSV_EVENT_RETENTION
     started = time.perf_counter()
     counts = seed_aged(run, cutoff, now)
     seeded_s = time.perf_counter() - started
@@ -149,12 +149,13 @@ def measure_purge(run: str) -> dict[str, Any]:
         total_s = time.perf_counter() - began
     finally:
         connection.close()
-        drop_scratch(run)
+        _truncate()
     if report.events_purged != counts["old_events"]:
         raise RuntimeError(
             f"(l) purged {report.events_purged} of {counts['old_events']} old events"
         )
     return {
+        "database": connection.settings_dict["NAME"],
         "scratch": counts,
         "seed_s": round(seeded_s, 1),
         "horizons_moved": report.horizons_moved,
@@ -165,3 +166,43 @@ def measure_purge(run: str) -> dict[str, Any]:
         "events_per_s": round(report.events_purged / total_s, 1) if total_s else None,
         "delete_events_per_s": round(report.events_purged / (total_s - horizons_s), 1),
     }
+
+
+def measure_purge(run: str) -> dict[str, Any]:
+    """Figure (l): `purge_scratch` in a child process on the purge database (created once)."""
+    from bench.config import BIN, PG, PURGE_DB, ROOT
+    from bench.servers import pg_command
+
+    listing = subprocess.run(
+        [*pg_command("psql", "-At", "-d", "postgres"), "-c", "SELECT datname FROM pg_database"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if PURGE_DB not in listing:
+        log(f"(l) creating database {PURGE_DB}")
+        subprocess.run([*pg_command("createdb"), PURGE_DB], check=True)
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{PURGE_DB}"
+    child = subprocess.run(
+        [str(BIN / "python"), "-m", "bench.purge", run],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    lines = child.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(line, flush=True)
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"(l) failed ({child.returncode}): {child.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+if __name__ == "__main__":
+    import django
+
+    django.setup()
+    print(json.dumps(purge_scratch(sys.argv[1])))

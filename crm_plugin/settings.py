@@ -106,6 +106,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "crm_plugin.middleware.RequestLogMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # A framed panel's session rides in the X-Panel-Session header, not a cookie (SPEC §9).
+    "crm_plugin.panel.frame_session.PanelFrameSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -649,3 +649,178 @@ def test_a_stale_pending_lookup_offers_ask_again_and_force_asks_again(
     assert re.search(r"Asked ATS|ATS answered: Delivered\.", page.content.decode())
     entry = AuditEntry.objects.filter(action="lookup_request", result="created").latest("pk")
     assert entry.details["superseded"] == str(seeded.pk)
+
+
+# ---------------------------------------------------------------------------------------------
+# The method's timeline (issue 20 item 4) and the delivery incident banner (issue 21 item 3)
+# ---------------------------------------------------------------------------------------------
+
+TL_PHONE = "+14155550123"
+
+
+def _timeline_url(customer_id: str, method_id: str) -> str:
+    return panel_url(customer_id, f"methods/{method_id}/timeline/")
+
+
+def _everything_but_audit() -> dict[str, list[str]]:
+    from django.apps import apps
+
+    return {
+        model._meta.label: sorted(map(repr, model.objects.values()))
+        for model in apps.get_models()
+        if model is not AuditEntry
+    }
+
+
+@pytest.fixture
+def tl_method(db: None) -> Any:
+    from tests.builders import enroll, ingest
+    from twosv.models import EventType
+    from twosv.services.receipts import receipt_record
+
+    method = enroll("tl-1", "tl-1-sms", phone_number=TL_PHONE)
+    now = timezone.now()
+    ingest(
+        "tl-sent",
+        EventType.CODE_SENT,
+        at=now - timedelta(minutes=30),
+        customer_id="tl-1",
+        method_id="tl-1-sms",
+    )
+    ingest(
+        "tl-old",
+        EventType.CODE_SENT,
+        at=now - timedelta(hours=30),
+        customer_id="tl-1",
+        method_id="tl-1-sms",
+    )
+    receipt_record(
+        message_sid="SM" + "a1" * 16,
+        status="undelivered",
+        error_code=30003,
+        to=TL_PHONE,
+        now=now - timedelta(minutes=5),
+    )
+    return method
+
+
+def test_the_page_offers_the_subject_method_s_timeline(panel, tl_method):
+    html = panel.html("tl-1")
+
+    assert 'id="timeline"' in html
+    assert f'data-timeline-url="{_timeline_url("tl-1", "tl-1-sms")}"' in html
+    assert 'What happened to this method <span class="nowrap">(last 24 h)</span>' in html
+    assert html.index('id="step"') < html.index('id="timeline"')
+
+
+def test_the_timeline_fragment_shows_the_last_24_hours_newest_first_masked(panel, tl_method):
+    panel.html("tl-1")
+    before = _everything_but_audit()
+
+    response = panel.client.get(_timeline_url("tl-1", "tl-1-sms"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="timeline-items"')
+    # The receipt, then the code sent 30 min ago; not the one 30 h ago, nor the enrolment.
+    assert html.count('class="tl-item') == 2
+    assert html.index('data-type="delivery_receipt"') < html.index('data-type="code_sent"')
+    assert 'data-status="undelivered"' in html
+    assert "Not delivered" in html
+    assert "error 30003" in html
+    assert "Unreachable handset" in html  # the error code in words
+    assert '<span class="nowrap">+1 ••••••••23</span>' in html  # masked, never wrapped
+    assert "5550123" not in html
+    assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC"', html)
+    assert response["Content-Security-Policy"].startswith("default-src 'self'")
+    # A GET: the audit row of the read, nothing else.
+    assert _everything_but_audit() == before
+    read = AuditEntry.objects.get(action="timeline_read")
+    assert read.customer_ref == "tl-1"
+    assert read.details["method_id"] == "tl-1-sms"
+    assert read.details["items"] == 2
+
+
+def test_the_timeline_of_another_customer_s_method_is_a_404(panel, tl_method):
+    other = factories.CustomerFactory(customer_id="tl-2")
+    factories.MethodFactory(customer=other, method_id="tl-2-sms", phone_number="+14155550199")
+
+    assert panel.client.get(_timeline_url("tl-1", "tl-2-sms")).status_code == 404
+    assert panel.client.get(_timeline_url("tl-2", "tl-1-sms")).status_code == 404
+    assert panel.client.get(_timeline_url("nobody", "tl-1-sms")).status_code == 404
+    assert panel.client.get(_timeline_url("tl-2", "tl-2-sms")).status_code == 200
+    assert not AuditEntry.objects.filter(action="timeline_read", customer_ref="tl-1").exists()
+
+
+def test_the_timeline_fragment_is_for_the_panel_s_agent_only(client, producer, tl_method):
+    url = _timeline_url("tl-1", "tl-1-sms")
+    assert client.get(url).status_code == 403
+    client.force_login(producer)
+    assert client.get(url).status_code == 403
+    assert not AuditEntry.objects.filter(action="timeline_read").exists()
+    assert client.post(url).status_code == 403
+
+
+def test_the_timeline_fragment_is_a_get_and_counts_as_an_agent_read(panel, tl_method, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    assert panel.client.post(_timeline_url("tl-1", "tl-1-sms")).status_code == 405
+    monkeypatch.setattr(
+        ScopedRateThrottle,
+        "THROTTLE_RATES",
+        {**ScopedRateThrottle.THROTTLE_RATES, "agent_read": "3/min"},
+    )
+    codes = [panel.client.get(_timeline_url("tl-1", "tl-1-sms")).status_code for _ in range(4)]
+
+    assert codes[-1] == 429
+    assert codes.count(200) <= 3
+    refused = panel.client.get(_timeline_url("tl-1", "tl-1-sms"))
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert AuditEntry.objects.filter(action="timeline_read").count() == codes.count(200)
+
+
+def test_an_empty_timeline_says_so(panel, db):
+    customer = factories.CustomerFactory(customer_id="tl-3")
+    factories.MethodFactory(
+        customer=customer, method_id="tl-3-app", kind="authenticator_app", phone_number=""
+    )
+
+    html = panel.client.get(_timeline_url("tl-3", "tl-3-app")).content.decode()
+
+    assert "Nothing happened to this method in the last 24 hours." in html
+
+
+def test_an_open_incident_is_a_banner_above_the_step_for_that_region_only(panel, db):
+    from twosv.models import Incident
+    from twosv.selectors import advisory_settings_forget
+
+    us = factories.CustomerFactory(customer_id="inc-us")
+    factories.MethodFactory(customer=us, method_id="inc-us-sms", phone_number=TL_PHONE)
+    de = factories.CustomerFactory(customer_id="inc-de")
+    factories.MethodFactory(customer=de, method_id="inc-de-sms", phone_number="+4915123456789")
+    now = timezone.now()
+    Incident.objects.create(
+        region="US",
+        attempts=40,
+        failures=30,
+        share=0.75,
+        baseline=0.05,
+        opened_at=now - timedelta(minutes=10),
+        updated_at=now,
+    )
+    advisory_settings_forget()
+
+    html = panel.html("inc-us")
+    assert 'class="incident-banner"' in html
+    assert 'data-incident-region="US"' in html
+    assert "Delivery incident: US" in html
+    assert html.index("incident-banner") < html.index('id="step"')
+    assert 'role="alert"' not in html
+    banner = html[
+        html.index("incident-banner") : html.index("</section>", html.index("incident-banner"))
+    ]
+    assert re.search(r'<time datetime="[^"]+" title="[^"]+ UTC"', banner)
+    # Shown once, as the banner, not again in the list of warnings.
+    assert html.count("advisory-delivery_incident") == 0
+
+    assert "incident-banner" not in panel.html("inc-de")

@@ -145,6 +145,10 @@ def assert_first_screen(page: Any, customer_id: str) -> None:
     assert page.evaluate("window.scrollY") == 0
     assert_on_first_screen(page.locator("#step-title"), "the step's title")
     assert_on_first_screen(page.locator("#step > p").nth(1), "the step's first lines")
+    # What the step asks the agent to do: its question's buttons, its form or its button.
+    for control in ("#step .buttons", "#step .phone-form button", "#step #run-lookup"):
+        if page.locator(control).count():
+            assert_on_first_screen(page.locator(control).first, control)
     for method_id in locked_method_ids(customer_id):
         lock = page.locator(f'[data-lock-of="{method_id}"]').first
         assert_on_first_screen(lock, f"the lock of {method_id}")

@@ -7,12 +7,9 @@ class TwosvConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Twilio's delivery receipts: models of this app kept out of twosv/models.py (which is
-        # at the size limit of tests/test_architecture.py); registered before anything runs.
         from django.core.exceptions import ImproperlyConfigured
         from django.db.models.signals import post_delete, post_save
 
-        import twosv.receipt_models  # noqa: F401
         from twosv import checks
 
         # Also a system check (`manage.py check`), but gunicorn and Celery run no checks: a

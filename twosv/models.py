@@ -150,7 +150,15 @@ class Method(models.Model):
                 name="method_lock_ends_after_start",
             ),
         ]
-        indexes = [models.Index(fields=["locked_until"], name="method_locked_until_idx")]
+        indexes = [
+            models.Index(fields=["locked_until"], name="method_locked_until_idx"),
+            # A delivery receipt finds its method by the number it went to: one per callback.
+            models.Index(
+                fields=["phone_number"],
+                name="method_active_phone_idx",
+                condition=Q(removed_at__isnull=True) & ~Q(phone_number=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.role}) {self.method_id}"

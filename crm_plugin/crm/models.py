@@ -72,3 +72,28 @@ class AccessToken(models.Model):
 
     def __str__(self) -> str:
         return f"access token of user {self.user_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PanelSession(models.Model):
+    """A framed panel's session (``POST /panel/launch/``): it travels with the page, not a cookie.
+
+    The launch hands the page a random token; the panel's script sends it as ``X-Panel-Session``
+    on every request (crm_plugin/panel/frame_session.py). Only its hash is kept. It lasts until
+    ``expires_at`` (``CRM_PANEL_SESSION_TTL`` after the launch) and while its user may act as an
+    agent with ``credential`` still standing, checked on every request (panel/identity.py).
+    ``data`` is what the panel keeps for the agent (its troubleshooting sessions, its messages),
+    which a cookie session keeps in the Django session.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="crm_panel_sessions"
+    )
+    credential = models.CharField(max_length=128)
+    issuer = models.CharField(max_length=255)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"panel session of user {self.user_id} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

@@ -81,7 +81,8 @@ def credential_fingerprint(user: User, auth: Any) -> str:
 
     An API token: ``token:`` and an HMAC of its key (never the key itself). Otherwise (a Django
     session): ``account:`` and an HMAC of the user's session hash, which changes with the
-    password. ``credential_is_current`` tells whether the credential still stands.
+    password. A CRM launch binds its session to ``crm:`` (crm_plugin/crm/identities.py).
+    ``credential_is_current`` tells whether the credential still stands.
     """
     if isinstance(auth, Token):
         return f"token:{_digest(auth.key)}"
@@ -97,6 +98,12 @@ def credential_is_current(user: User, credential: str) -> bool:
         return any(constant_time_compare(_digest(key), digest) for key in keys)
     if kind == "account":
         return constant_time_compare(_digest(user.get_session_auth_hash()), digest)
+    if kind == "crm":
+        # A launch from a CRM (crm_plugin/crm): the (issuer, sub) link it was made with. Imported
+        # here: the crm area builds on this one (roles), not the other way round.
+        from crm_plugin.crm.identities import identity_credential_is_current, may_act_as_agent
+
+        return may_act_as_agent(user) and identity_credential_is_current(user, credential)
     return False
 
 

@@ -8,9 +8,11 @@ neither the API nor the admin. Every panel request checks it again (``panel_agen
 most ``CRM_PANEL_SESSION_TTL`` after entry, and only while the agent is an active member of
 ``support_agent`` whose credential (API token) is still the one on file.
 
-The identity is one small dict; where it travels is this module's business alone, so a carrier
-that doesn't need a cookie (SPEC §9, a panel framed with third-party cookies blocked) can take
-the session's place here without touching the views.
+The identity is one small dict; where it travels is this module's business alone. A panel framed
+by a CRM on another site (SPEC §9, third-party cookies blocked) travels without a cookie: a launch
+(launch.py) opens a server-side panel session (crm_plugin/crm/panel_sessions.py) whose token the
+page sends as the ``X-Panel-Session`` header (frame_session.py). That header, when present, is
+the only identity a request has (the cookie is not consulted); it passes the same checks.
 """
 
 from dataclasses import dataclass
@@ -22,9 +24,13 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
+from crm_plugin.crm import panel_sessions
 from crm_plugin.http import links
 
 PANEL_IDENTITY_KEY = "twosv_panel_identity"
+# A framed panel's session token, sent by static/panel/frame-session.js (frame_session.py).
+PANEL_SESSION_HEADER = "X-Panel-Session"
+PANEL_SESSION_META = "HTTP_X_PANEL_SESSION"
 # The troubleshooting sessions the panel remembers for its agent, by customer (views.py).
 REMEMBERED_SESSIONS_KEY = "twosv_panel_sessions"
 # Why a panel session ended, as the refusal's audit entry and the page say it.
@@ -73,19 +79,45 @@ def panel_agent(request: HttpRequest) -> PanelAccess:
     A session past its end, an agent who is inactive or out of ``support_agent``, or a credential
     revoked or rotated since entry ends the panel session: its identity is dropped.
     """
+    if PANEL_SESSION_META in request.META:
+        return _framed_panel_agent(request)
     stored: Any = request.session.get(PANEL_IDENTITY_KEY)
     if not isinstance(stored, dict) or not isinstance(stored.get("user"), int):
         return PanelAccess(agent=None)
     user = User.objects.filter(pk=stored["user"]).first()
-    if user is None:
-        ended = ENDED_NOT_AN_AGENT
-    elif timezone.now().timestamp() >= stored.get("ends_at", 0):
-        ended = ENDED_EXPIRED
-    elif not links.is_panel_agent(user):
-        ended = ENDED_NOT_AN_AGENT
-    elif not links.credential_is_current(user, str(stored.get("credential", ""))):
-        ended = ENDED_CREDENTIAL
-    else:
+    ended = _ended(user, stored.get("ends_at", 0), str(stored.get("credential", "")))
+    if not ended:
         return PanelAccess(agent=user)
     del request.session[PANEL_IDENTITY_KEY]
     return PanelAccess(agent=None, ended=ended, former=user)
+
+
+def _framed_panel_agent(request: HttpRequest) -> PanelAccess:
+    """The agent of the panel session the ``X-Panel-Session`` header names, checked again.
+
+    An unknown token (never issued, or a session ended and purged) ends nothing and names
+    nobody; a session that ends now is deleted, so its token opens nothing again.
+    """
+    row = getattr(request, "panel_frame_session", None)
+    if row is None:
+        row = panel_sessions.panel_session_find(request.META.get(PANEL_SESSION_META, ""))
+    if row is None:
+        return PanelAccess(agent=None, ended=ENDED_EXPIRED)
+    ended = _ended(row.user, row.expires_at.timestamp(), row.credential)
+    if not ended:
+        return PanelAccess(agent=row.user)
+    panel_sessions.panel_session_end(row)
+    return PanelAccess(agent=None, ended=ended, former=row.user)
+
+
+def _ended(user: User | None, ends_at: float, credential: str) -> str:
+    """Why a panel session of `user` ends now ("" while it holds), checked on every request."""
+    if user is None:
+        return ENDED_NOT_AN_AGENT
+    if timezone.now().timestamp() >= ends_at:
+        return ENDED_EXPIRED
+    if not links.is_panel_agent(user):
+        return ENDED_NOT_AN_AGENT
+    if not links.credential_is_current(user, credential):
+        return ENDED_CREDENTIAL
+    return ""

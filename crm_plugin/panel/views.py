@@ -291,8 +291,16 @@ def _page_context(
         "step": step,
         "step_instructions": display.pieces(step.instructions),
         "step_reason": display.pieces(step.reason),
+        # A delivery incident in one of the customer's regions: an outage banner at the top.
+        "incidents": [
+            {"region": a.region, "since": a.since, "pieces": display.pieces(a.message)}
+            for a in state.decision.advisories
+            if a.code == "delivery_incident"
+        ],
         # Warnings go above the step, info below it: every lock and warning on the first screen.
-        "warnings": [a for a in advisories if a.severity == "warning"],
+        "warnings": [
+            a for a in advisories if a.severity == "warning" and a.code != "delivery_incident"
+        ],
         "infos": [a for a in advisories if a.severity != "warning"],
         "methods": state.methods,
         "number_changes": number_changes,

@@ -1,7 +1,7 @@
 /* The panel's only script: the entry page's link hand-over, lock countdowns that tick, times in
-   the agent's local time, the last action's result announced, and the delivery lookup's live
-   status. Served from this site (CSP default-src 'self'); the panel pages
-   work without it, just less live. */
+   the agent's local time, the last action's result announced, the delivery lookup's live
+   status, and the method's timeline refreshed while it is open. Served from this site (CSP
+   default-src 'self'); the panel pages work without it, just less live. */
 (function () {
   "use strict";
 
@@ -219,11 +219,156 @@
     window.setTimeout(poll, delay);
   }
 
+  // The subject method's timeline (<details id="timeline">): loaded when the section opens, then
+  // fetched again every 3 s while it stays open and the page is shown, for 5 minutes at most
+  // (each fetch is an audited read); "Update again" starts another 5 minutes. Items that weren't
+  // there before are marked and said in the section's live region. Whether the section was open
+  // is kept for the page's next load (every action reloads it) in sessionStorage.
+  var TIMELINE_EVERY = 3000;
+  var TIMELINE_FOR = 5 * 60 * 1000;
+  var TIMELINE_OPEN_KEY = "twosv-panel-timeline-open";
+
+  function watchTimeline() {
+    var section = document.getElementById("timeline");
+    if (!section || !section.getAttribute("data-timeline-url")) {
+      return;
+    }
+    var url = section.getAttribute("data-timeline-url");
+    var openKey = TIMELINE_OPEN_KEY + ":" + section.getAttribute("data-timeline-key");
+    var live = section.querySelector(".tl-live");
+    var paused = section.querySelector(".tl-paused");
+    var timer = null;
+    var deadline = 0;
+    var busy = false;
+    var seen = null; // the keys of the items shown, once loaded
+
+    function keys(root) {
+      return Array.prototype.map.call(root.querySelectorAll("[data-key]"), function (node) {
+        return node.getAttribute("data-key");
+      });
+    }
+
+    function stop() {
+      if (timer !== null) {
+        window.clearTimeout(timer);
+        timer = null;
+      }
+    }
+
+    function watching() {
+      return section.open && !document.hidden && Date.now() < deadline;
+    }
+
+    function show(fresh) {
+      var box = section.querySelector("#timeline-items");
+      var found = keys(fresh);
+      if (seen !== null) {
+        var added = [];
+        fresh.querySelectorAll("[data-key]").forEach(function (node) {
+          if (seen.indexOf(node.getAttribute("data-key")) === -1) {
+            node.classList.add("tl-new");
+            added.push(node);
+          }
+        });
+        if (added.length && live) {
+          var first = added[0].querySelector(".tl-detail");
+          live.textContent = added.length === 1 && first
+            ? "New in the timeline: " + first.textContent.trim()
+            : added.length + " new items in the timeline.";
+        }
+      }
+      seen = found;
+      localiseTimes(fresh);
+      box.replaceWith(fresh);
+    }
+
+    function refresh() {
+      timer = null;
+      if (busy || !section.open || document.hidden) {
+        return;
+      }
+      busy = true;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error("status " + response.status);
+          }
+          return response.text();
+        })
+        .then(function (html) {
+          var template = document.createElement("template");
+          template.innerHTML = html.trim();
+          var fresh = template.content.firstElementChild;
+          if (fresh && fresh.id === "timeline-items") {
+            show(fresh);
+          }
+        })
+        .catch(function () {
+          // Offline, throttled or signed out: try again at the next turn, until the deadline.
+        })
+        .then(function () {
+          busy = false;
+          if (watching()) {
+            timer = window.setTimeout(refresh, TIMELINE_EVERY);
+          } else if (section.open && !document.hidden && paused) {
+            paused.hidden = false;
+          }
+        });
+    }
+
+    function start() {
+      stop();
+      deadline = Date.now() + TIMELINE_FOR;
+      if (paused) {
+        paused.hidden = true;
+      }
+      refresh();
+    }
+
+    section.addEventListener("toggle", function () {
+      try {
+        if (section.open) {
+          window.sessionStorage.setItem(openKey, "1");
+        } else {
+          window.sessionStorage.removeItem(openKey);
+        }
+      } catch (error) {
+        // No storage: the section just starts closed on the next load.
+      }
+      if (section.open) {
+        start();
+      } else {
+        stop();
+      }
+    });
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) {
+        stop();
+      } else if (section.open && timer === null && !busy) {
+        start();
+      }
+    });
+    var resume = section.querySelector("[data-timeline-resume]");
+    if (resume) {
+      resume.addEventListener("click", start);
+    }
+    var wasOpen = false;
+    try {
+      wasOpen = window.sessionStorage.getItem(openKey) === "1";
+    } catch (error) {
+      wasOpen = false;
+    }
+    if (wasOpen) {
+      section.open = true; // fires "toggle", which starts the polls
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     enter();
     localiseTimes(document);
     announce();
     startCountdowns();
     pollLookup();
+    watchTimeline();
   });
 })();

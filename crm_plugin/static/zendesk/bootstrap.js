@@ -11,11 +11,12 @@
  *   <p id="twosv-zendesk-message"></p>
  *
  * It asks the ZAF client for the ticket requester's external id (the customer id twosv-panel
- * knows) and opens that customer's panel with a form POST to `open_url`, sending `customer_id`
- * and the `fields` the backend gave it (the panel session's token, say): nothing secret ever
- * lands in a URL. ZAFClient.init() only works on a page whose URL keeps the `origin` and
- * `app_guid` parameters Zendesk added, so they are carried on to `open_url`, and every page the
- * backend serves after it must carry them on in turn.
+ * knows) and opens that customer's panel with a POST to `open_url`, sending `customer_id`
+ * and the `fields` the backend gave it: through static/panel/frame-session.js when the page has
+ * a panel session (its token travels in the X-Panel-Session header, the launch's way), else a
+ * form POST. Nothing secret ever lands in a URL. ZAFClient.init() only works on a page whose
+ * URL keeps the `origin` and `app_guid` parameters Zendesk added, so they are carried on to
+ * `open_url`, and every page the backend serves after it must carry them on in turn.
  */
 (function (root, factory) {
   "use strict";
@@ -84,10 +85,17 @@
   }
 
   function openPanel(doc, config, customerId, search) {
+    var fields = Object.assign({}, config.fields || {}, { customer_id: customerId });
+    var frameSession = doc.defaultView && doc.defaultView.panelFrameSession;
+    if (frameSession) {
+      // The launch's panel session rides in a header (static/panel/frame-session.js): a
+      // fetch that keeps it, then the panel's page in place of this one.
+      frameSession.post(withCarried(config.open_url, search), fields);
+      return;
+    }
     var form = doc.createElement("form");
     form.setAttribute("method", "post");
     form.setAttribute("action", withCarried(config.open_url, search));
-    var fields = Object.assign({}, config.fields || {}, { customer_id: customerId });
     Object.keys(fields).forEach(function (name) {
       var input = doc.createElement("input");
       input.setAttribute("type", "hidden");
