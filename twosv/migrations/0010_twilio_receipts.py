@@ -6,70 +6,114 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('twosv', '0009_delivery_incidents'),
+        ("twosv", "0009_delivery_incidents"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='deliverylookup',
-            name='source',
+            model_name="deliverylookup",
+            name="source",
             field=models.CharField(blank=True, max_length=16),
         ),
         migrations.CreateModel(
-            name='TwilioMessage',
+            name="TwilioMessage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('message_sid', models.CharField(max_length=64, unique=True)),
-                ('status', models.CharField(max_length=24)),
-                ('rank', models.PositiveSmallIntegerField()),
-                ('error_code', models.IntegerField(blank=True, null=True)),
-                ('sender', models.CharField(blank=True, max_length=64)),
-                ('sent_at', models.DateTimeField()),
-                ('updated_at', models.DateTimeField()),
-                ('reconciled_at', models.DateTimeField(blank=True, null=True)),
-                ('method', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='twilio_messages', to='twosv.method')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("message_sid", models.CharField(max_length=64, unique=True)),
+                ("status", models.CharField(max_length=24)),
+                ("rank", models.PositiveSmallIntegerField()),
+                ("error_code", models.IntegerField(blank=True, null=True)),
+                ("sender", models.CharField(blank=True, max_length=64)),
+                ("sent_at", models.DateTimeField()),
+                ("updated_at", models.DateTimeField()),
+                ("reconciled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "method",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="twilio_messages",
+                        to="twosv.method",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Twilio message',
-                'ordering': ['-sent_at'],
+                "verbose_name": "Twilio message",
+                "ordering": ["-sent_at"],
             },
         ),
         migrations.CreateModel(
-            name='DeliveryReceipt',
+            name="DeliveryReceipt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(max_length=24)),
-                ('error_code', models.IntegerField(blank=True, null=True)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('via', models.CharField(choices=[('callback', 'Status callback'), ('api', 'Messages API (reconciliation)')], default='callback', max_length=16)),
-                ('method', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='delivery_receipts', to='twosv.method')),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='receipts', to='twosv.twiliomessage')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("status", models.CharField(max_length=24)),
+                ("error_code", models.IntegerField(blank=True, null=True)),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "via",
+                    models.CharField(
+                        choices=[
+                            ("callback", "Status callback"),
+                            ("api", "Messages API (reconciliation)"),
+                        ],
+                        default="callback",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "method",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="delivery_receipts",
+                        to="twosv.method",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="receipts",
+                        to="twosv.twiliomessage",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'delivery receipt',
-                'ordering': ['-received_at'],
+                "verbose_name": "delivery receipt",
+                "ordering": ["-received_at"],
             },
         ),
         migrations.AddIndex(
-            model_name='twiliomessage',
-            index=models.Index(fields=['method', 'sent_at'], name='twilio_msg_method_idx'),
+            model_name="twiliomessage",
+            index=models.Index(fields=["method", "sent_at"], name="twilio_msg_method_idx"),
         ),
         migrations.AddIndex(
-            model_name='twiliomessage',
-            index=models.Index(condition=models.Q(('rank__lt', 3)), fields=['sent_at'], name='twilio_msg_open_idx'),
+            model_name="twiliomessage",
+            index=models.Index(
+                condition=models.Q(("rank__lt", 3)), fields=["sent_at"], name="twilio_msg_open_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='deliveryreceipt',
-            index=models.Index(fields=['method', 'received_at'], name='receipt_method_idx'),
+            model_name="deliveryreceipt",
+            index=models.Index(fields=["method", "received_at"], name="receipt_method_idx"),
         ),
         migrations.AddIndex(
-            model_name='deliveryreceipt',
-            index=models.Index(fields=['received_at'], name='receipt_received_idx'),
+            model_name="deliveryreceipt",
+            index=models.Index(fields=["received_at"], name="receipt_received_idx"),
         ),
         migrations.AddConstraint(
-            model_name='deliveryreceipt',
-            constraint=models.UniqueConstraint(fields=('message', 'status'), name='receipt_unique_per_message_status'),
+            model_name="deliveryreceipt",
+            constraint=models.UniqueConstraint(
+                fields=("message", "status"), name="receipt_unique_per_message_status"
+            ),
         ),
     ]

@@ -4,14 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('twosv', '0010_twilio_receipts'),
+        ("twosv", "0010_twilio_receipts"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='method',
-            index=models.Index(condition=models.Q(('removed_at__isnull', True), models.Q(('phone_number', ''), _negated=True)), fields=['phone_number'], name='method_active_phone_idx'),
+            model_name="method",
+            index=models.Index(
+                condition=models.Q(
+                    ("removed_at__isnull", True), models.Q(("phone_number", ""), _negated=True)
+                ),
+                fields=["phone_number"],
+                name="method_active_phone_idx",
+            ),
         ),
     ]
