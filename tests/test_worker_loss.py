@@ -171,7 +171,7 @@ def test_a_lookup_whose_worker_was_killed_completes_within_3_minutes(
 
 
 @pytest.mark.django_db
-def test_a_try_against_a_trickling_ats_ends_at_its_deadline(settings: Any) -> None:
+def test_finding_12_a_try_against_a_trickling_ats_ends_at_its_deadline(settings: Any) -> None:
     deadline = 3
     settings.ATS_TRY_DEADLINE = timedelta(seconds=deadline)
     settings.ATS_READ_TIMEOUT = 2.0
@@ -223,7 +223,7 @@ def web_log_keys() -> set[str]:
 
 @pytest.mark.postgres
 @pytest.mark.broker
-def test_worker_logs_are_the_web_process_json_lines_with_numbers_masked(
+def test_finding_14_worker_logs_are_the_web_process_json_lines_with_numbers_masked(
     db: None, celery_worker_factory: Callable[..., CeleryWorkerProcess]
 ) -> None:
     broker_url = os.environ["CELERY_BROKER_URL"]

@@ -5,6 +5,16 @@
 (function () {
   "use strict";
 
+  // A panel launched by a CRM carries its session in a header, not a cookie
+  // (frame-session.js): a plain reload would arrive without it and be refused.
+  function reloadPage() {
+    if (window.panelFrameSession) {
+      window.panelFrameSession.reload();
+    } else {
+      window.location.reload();
+    }
+  }
+
   // The entry page (/panel/enter/#token=...): the link's token is in the URL's fragment, which
   // the browser never sends. Move it into the page's form, clear it from the address bar and the
   // history, and POST it with the page's CSRF token. A ?token= link (the older form) has its token
@@ -61,7 +71,7 @@
       if (ended && !reloaded) {
         // The lock is over: the next step changes, so fetch the page again.
         reloaded = true;
-        window.setTimeout(function () { window.location.reload(); }, 1500);
+        window.setTimeout(reloadPage, 1500);
       }
     }
     tick();
@@ -171,7 +181,7 @@
       if (said) {
         keepForAnnouncement(said);
       }
-      window.location.reload();
+      reloadPage();
     }
     function next(lastTry) {
       if (lastTry) {
