@@ -425,3 +425,18 @@ def test_the_zendesk_open_needs_a_panel_session_and_a_known_customer(zendesk_lin
     assert frame.post(url, {"customer_id": "nobody"}).status_code == 404
     assert frame.post(url, {"customer_id": "bad id!"}).status_code == 404
     assert frame.get(url).status_code == 405
+
+
+def test_launches_are_throttled_per_client_address_like_the_token_exchange(
+    linked, customer, monkeypatch
+):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    rates = {**ScopedRateThrottle.THROTTLE_RATES, "crm_token": "2/min"}
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
+
+    responses = [Frame().launch(signing.generic(customer_id=customer)) for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert int(responses[2]["Retry-After"]) > 0
+    assert PanelSession.objects.count() == 2

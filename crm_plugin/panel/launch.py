@@ -49,7 +49,7 @@ from crm_plugin.crm.services import (
     zendesk_origins,
 )
 from crm_plugin.http.context import audit_context
-from crm_plugin.panel import views
+from crm_plugin.panel import throttling, views
 from twosv.errors import NotFound
 from twosv.selectors import access_customer
 
@@ -101,6 +101,13 @@ def launch_page(*, zendesk: bool) -> Callable[[View], View]:
 
 def _verify(request: HttpRequest, form: str) -> CrmLaunch | HttpResponse:
     """The launch the posted token makes, or the page that says why it can't."""
+    try:
+        # Anonymous until verified: counted per client address, as the token exchange is.
+        throttling.throttle(request, "crm_token")
+    except throttling.Throttled as exc:
+        response = render(request, "panel/throttled.html", status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     try:
         return crm_panel_launch(
             token=request.POST.get("token", ""), form=form, context=audit_context(request)
