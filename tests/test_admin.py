@@ -20,6 +20,7 @@ from twosv.models import (
     AuditEntry,
     DeliveryAttempt,
     DeliveryLookup,
+    DeliveryReceipt,
     Event,
     EventType,
     Incident,
@@ -30,6 +31,7 @@ from twosv.models import (
     RegionalAdvisory,
     SenderNumber,
     TroubleshootingSession,
+    TwilioMessage,
     Verdict,
 )
 from twosv.services import event_ingest
@@ -125,8 +127,27 @@ def one_of_each(root: User) -> dict[type, object]:
         opened_at=T0 - timedelta(minutes=10),
         updated_at=T0,
     )
+    message = TwilioMessage.objects.create(
+        message_sid="SM" + "a" * 32,
+        method=method,
+        status="undelivered",
+        rank=3,
+        error_code=30003,
+        sender="+15005550006",
+        sent_at=T0 - timedelta(minutes=3),
+        updated_at=T0 - timedelta(minutes=2),
+    )
+    receipt = DeliveryReceipt.objects.create(
+        message=message,
+        method=method,
+        status="undelivered",
+        error_code=30003,
+        received_at=T0 - timedelta(minutes=2),
+    )
     return {
         Incident: incident,
+        TwilioMessage: message,
+        DeliveryReceipt: receipt,
         Method: method,
         type(method.customer): method.customer,
         Event: Event.objects.get(event_id="phone-change-1"),
@@ -162,7 +183,16 @@ def test_every_admin_changelist_and_change_page_renders(root_client, one_of_each
 
 
 @pytest.mark.parametrize(
-    "model", [Method, Event, TroubleshootingSession, LocalDeliveryRecord, "customer"]
+    "model",
+    [
+        Method,
+        Event,
+        TroubleshootingSession,
+        LocalDeliveryRecord,
+        "customer",
+        TwilioMessage,
+        DeliveryReceipt,
+    ],
 )
 def test_no_full_phone_number_in_lists_and_read_only_pages(root_client, one_of_each, model):
     obj = next(o for m, o in one_of_each.items() if m == model or m._meta.model_name == model)
@@ -371,7 +401,10 @@ def test_run_delivery_lookup_needs_the_lookup_permission():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [AuditEntry, Event, DeliveryLookup, TroubleshootingSession])
+@pytest.mark.parametrize(
+    "model",
+    [AuditEntry, Event, DeliveryLookup, TroubleshootingSession, TwilioMessage, DeliveryReceipt],
+)
 def test_read_only_pages_refuse_edits_and_deletes(root_client, one_of_each, model):
     obj = one_of_each[model]
     before = model.objects.count()
@@ -595,6 +628,8 @@ KEY_COLUMNS = {
         "final step",
     ],
     LocalDeliveryRecord: ["created", "to", "status", "error", "sender"],
+    TwilioMessage: ["sent", "status", "error", "method", "updated"],
+    DeliveryReceipt: ["received", "status", "error", "method", "via"],
 }
 
 
@@ -652,3 +687,67 @@ def test_email_mask(address, masked):
     from twosv.masking import mask_email
 
     assert mask_email(address) == masked
+
+
+# ---------------------------------------------------------------------------------------------
+# Twilio receipts (issue 20, item 5)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [TwilioMessage, DeliveryReceipt])
+def test_receipt_pages_open_for_view_only_staff(one_of_each, model):
+    obj = one_of_each[model]
+    client = staff_with(f"view_{model._meta.model_name}", "view_method")
+
+    page = client.get(changelist(model))
+    assert page.status_code == 200
+    html = page.content.decode()
+    # The error code with its meaning in words, the method's number masked.
+    assert "30003" in html
+    assert "Unreachable handset" in html
+    assert "+1 ••••••••23" in html
+    assert 'class="addlink"' not in html
+    assert "delete_selected" not in action_choices(page)
+    detail = client.get(change(obj))
+    assert detail.status_code == 200
+    detail_html = detail.content.decode()
+    assert 'name="_save"' not in detail_html
+    assert "deletelink" not in detail_html
+    assert "30003: Unreachable handset" in detail_html
+    # Without the view permission: no page.
+    assert staff_with("view_method").get(changelist(model)).status_code == 403
+
+
+@pytest.mark.parametrize("model", [TwilioMessage, DeliveryReceipt])
+def test_receipt_lists_filter_by_status_and_error_code(root_client, one_of_each, model):
+    other = factories.MethodFactory(phone_number="+919876543210")
+    message = TwilioMessage.objects.create(
+        message_sid="SM" + "b" * 32,
+        method=other,
+        status="delivered",
+        rank=3,
+        sent_at=T0,
+        updated_at=T0,
+    )
+    DeliveryReceipt.objects.create(message=message, method=other, status="delivered")
+
+    def listed(**params) -> int:
+        response = root_client.get(changelist(model), params)
+        assert response.status_code == 200
+        return len(response.context["cl"].result_list)
+
+    assert listed() == 2
+    assert listed(status="delivered") == 1
+    assert listed(error_code="30003") == 1
+    # Phone search by exactly the last four digits of the method's number.
+    assert listed(q="0123") == 1
+    assert listed(q="50123") == 0
+    assert listed(q="SM" + "b" * 32) == 1  # by the exact message SID
+
+
+def test_the_message_page_lists_its_receipts(root_client, one_of_each):
+    message = one_of_each[TwilioMessage]
+    html = root_client.get(change(message)).content.decode()
+    assert "30003: Unreachable handset" in html
+    assert "receipts-group" in html  # the read-only inline of its receipts
+    assert PHONE_DIGITS not in html

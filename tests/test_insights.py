@@ -16,14 +16,17 @@ from tests.builders import T0, lock
 from twosv import insights, services
 from twosv.models import (
     DeliveryLookup,
+    DeliveryReceipt,
     Event,
     EventType,
     LookupStatus,
     Method,
     MethodKind,
     TroubleshootingSession,
+    TwilioMessage,
     Verdict,
 )
+from twosv.receipt_models import STATUS_RANK
 
 URL = "/admin/twosv/event/insights/"
 
@@ -54,6 +57,23 @@ def session(agent: User, *, step: str, outcome: str, helpful: bool | None, close
     )
 
 
+def receipt(method: Method, status: str, error_code: int | None = None, *, ago=timedelta(hours=1)):
+    """One message to the method's number and its receipt with `status`, received `ago`."""
+    at = T0 - ago
+    message = TwilioMessage.objects.create(
+        message_sid=f"SM{TwilioMessage.objects.count():032d}",
+        method=method,
+        status=status,
+        rank=STATUS_RANK[status],
+        error_code=error_code,
+        sent_at=at,
+        updated_at=at,
+    )
+    DeliveryReceipt.objects.create(
+        message=message, method=method, status=status, error_code=error_code, received_at=at
+    )
+
+
 @pytest.fixture
 def history(root: User) -> None:
     """Locks, lookups and sessions spread over the last 40 days."""
@@ -78,6 +98,15 @@ def history(root: User) -> None:
     lookup(uk, status=LookupStatus.FAILED)
     lookup(uk, status=LookupStatus.PENDING)  # not finished: not counted
     lookup(email, verdict=Verdict.NOT_SENT)
+
+    # Receipts in two regions (India, the US), one outside 30 days.
+    receipt(india, "undelivered", 30003)
+    receipt(india, "undelivered", 30003, ago=timedelta(days=10))
+    receipt(india, "delivered")
+    receipt(us, "delivered")
+    receipt(us, "delivered", ago=timedelta(days=3))
+    receipt(us, "undelivered", 30007)
+    receipt(us, "undelivered", 30007, ago=timedelta(days=45))  # outside 30 days
 
     session(root, step="check_carrier_block", outcome="resolved", helpful=True)
     session(root, step="check_carrier_block", outcome="resolved", helpful=False)
@@ -182,7 +211,7 @@ def test_next_step_outcomes_and_helpful_rate(root_client, history):
 def test_charts_are_inline_svg_with_no_script_and_no_cdn(root_client, history):
     html = root_client.get(URL).content.decode()
     charts = re.findall(r"<svg[^>]*class=\"pygal-chart\".*?</svg>", html, re.S)
-    assert len(charts) == 3
+    assert len(charts) == 4
     for chart in charts:
         assert "<script" not in chart
         assert "kozea.github.io" not in chart
@@ -192,6 +221,7 @@ def test_charts_are_inline_svg_with_no_script_and_no_cdn(root_client, history):
     # Steps by the title agents saw in the panel, not by code (issue 17, item 10).
     assert "Check for a carrier block" in charts[2]
     assert "check_carrier_block" not in charts[2]
+    assert "undelivered 30003" in charts[3]
 
 
 def axis_ticks(chart: str) -> list[str]:
@@ -257,7 +287,7 @@ def test_step_titles_are_the_engines():
 def test_empty_period_renders(root_client):
     response = root_client.get(URL, {"days": 7})
     assert response.status_code == 200
-    assert response.content.decode().count("Nothing in this period") == 3
+    assert response.content.decode().count("Nothing in this period") == 4
 
 
 @pytest.mark.parametrize(("raw", "days"), [("7", 7), ("90", 90), ("365", 30), ("x", 30), ("", 30)])
@@ -290,12 +320,69 @@ def test_anonymous_is_sent_to_login():
 
 def test_figures_take_a_constant_number_of_queries(django_assert_num_queries, history):
     # One grouped query per figure, plus the active advisories and the delivery incidents.
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         insights.insights_for(days=90)
     for n in range(30):
         lock(factories.MethodFactory(), T0 - timedelta(days=n % 20, hours=3))
-    with django_assert_num_queries(5):
+    # Receipts of more methods and regions: still one grouped query for them.
+    for n, number in enumerate(["+447400123457", "+4915112345678", "+33612345678", "+61412345678"]):
+        method = factories.MethodFactory(phone_number=number)
+        receipt(method, "delivered", ago=timedelta(days=n))
+        receipt(method, "undelivered", 30005, ago=timedelta(days=n, hours=2))
+    with django_assert_num_queries(6):
         insights.insights_for(days=90)
+
+
+def test_receipts_by_status_and_error_code_per_region(root_client, history):
+    response = root_client.get(URL, {"days": 30})
+
+    figures = response.context["insights"]
+    got = {(b.region, b.status, b.error_code): b.count for b in figures.receipts}
+    assert got == {
+        ("IN", "undelivered", 30003): 2,
+        ("IN", "delivered", None): 1,
+        ("US", "delivered", None): 2,
+        ("US", "undelivered", 30007): 1,  # the one 45 days ago is outside the period
+    }
+    assert figures.receipts_total == 6
+    # Largest region first, largest bucket first within it; regions by name and code.
+    assert [b.label for b in figures.receipts][:1] == ["India (IN)"]
+    html = response.content.decode()
+    assert re.search(r'id="receipts-total">\s*6\s*<', html)
+    table = html[html.index('id="receipts"') :]
+    assert "India (IN)" in table
+    assert "United States (US)" in table
+    # Error codes in words.
+    assert "Unreachable handset" in table
+    assert "Filtered by the carrier" in table
+    # The same period controls as the other charts: 7 days leave out the one 10 days ago.
+    week = root_client.get(URL, {"days": 7}).context["insights"]
+    assert {(b.region, b.status, b.error_code): b.count for b in week.receipts}[
+        ("IN", "undelivered", 30003)
+    ] == 1
+    assert week.receipts_total == 5
+    assert root_client.get(URL, {"days": 90}).context["insights"].receipts_total == 7
+
+
+def test_receipts_chart_stacks_regions_by_status_on_whole_number_ticks(root_client, history):
+    html = root_client.get(URL).content.decode()
+    chart = re.findall(r"<svg[^>]*class=\"pygal-chart\".*?</svg>", html, re.S)[3]
+    for series in ("undelivered 30003", "undelivered 30007", "delivered"):
+        assert series in chart
+    assert "India (IN)" in chart
+    assert "United States (US)" in chart
+    ticks = axis_ticks(chart)
+    assert ticks
+    assert all(re.fullmatch(r"\d+", tick) for tick in ticks), ticks
+
+
+def test_a_number_with_no_known_region_is_counted_as_unknown(root_client):
+    method = factories.MethodFactory(phone_number="+80012345678")  # non-geographic
+    receipt(method, "failed", 30008)
+    figures = root_client.get(URL).context["insights"]
+    assert [(b.region, b.label, b.count) for b in figures.receipts] == [
+        ("001", "Non-geographic", 1)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,10 @@ from django.db.models import Count, Q
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 
+from twosv.masking import mask_phone
 from twosv.models import (
     DeliveryLookup,
+    DeliveryReceipt,
     Event,
     EventOutcome,
     Incident,
@@ -26,6 +28,7 @@ from twosv.models import (
     TroubleshootingSession,
     Verdict,
 )
+from twosv.twilio_errors import error_code_meaning
 from twosv.vocabulary import StepCode
 
 PERIODS = (7, 30, 90)
@@ -268,6 +271,84 @@ def incidents_in(period: Period) -> list[IncidentMark]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Twilio delivery receipts by region, status and error code
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiptBucket:
+    """Receipts of one region with one status and error code (None: no error)."""
+
+    region: str  # ISO, e.g. "IN"; UNKNOWN_REGION for a number no region is known for
+    label: str
+    status: str
+    error_code: int | None
+    count: int
+
+    @property
+    def series(self) -> str:
+        """Return the chart series the bucket is drawn in: "undelivered 30003" or "delivered"."""
+        return self.status if self.error_code is None else f"{self.status} {self.error_code}"
+
+    @property
+    def meaning(self) -> str:
+        return error_code_meaning(self.error_code) or ""
+
+
+@lru_cache(maxsize=4096)
+def _number_region(number: str) -> str:
+    masked = mask_phone(number)
+    region = masked.region if masked is not None else None
+    if not region or region == phonenumbers.UNKNOWN_REGION:
+        return UNKNOWN_REGION
+    return region
+
+
+def _receipt_region_label(region: str) -> str:
+    if region == UNKNOWN_REGION:
+        return "Unknown"
+    if region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return "Non-geographic"
+    return f"{_region_name(region)} ({region})"
+
+
+def receipts_by_region(period: Period) -> list[ReceiptBucket]:
+    """Return the delivery receipts received in the period by region, status and error code.
+
+    One grouped query, by the method's number, status and error code; the region (phonenumbers'
+    region code) is derived in Python once per distinct number, and the rows merged by region.
+    Largest regions first, then largest buckets within a region.
+    """
+    rows = (
+        DeliveryReceipt.objects.filter(received_at__gte=period.start, received_at__lt=period.end)
+        .values("method__phone_number", "status", "error_code")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict[tuple[str, str, int | None], int] = {}
+    for row in rows:
+        key = (_number_region(row["method__phone_number"] or ""), row["status"], row["error_code"])
+        counts[key] = counts.get(key, 0) + row["n"]
+    region_totals: dict[str, int] = {}
+    for (region, _status, _code), n in counts.items():
+        region_totals[region] = region_totals.get(region, 0) + n
+    buckets = [
+        ReceiptBucket(
+            region=region,
+            label=_receipt_region_label(region),
+            status=status,
+            error_code=code,
+            count=n,
+        )
+        for (region, status, code), n in counts.items()
+    ]
+    return sorted(
+        buckets,
+        key=lambda b: (-region_totals[b.region], b.region, -b.count, b.status, b.error_code or 0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Next-step outcomes
 # ---------------------------------------------------------------------------------------------
 
@@ -369,6 +450,7 @@ class Insights:
     regions: list[RegionVerdicts]
     steps: list[StepOutcomes]
     incidents: list[IncidentMark] = field(default_factory=list)
+    receipts: list[ReceiptBucket] = field(default_factory=list)
 
     @property
     def locks_total(self) -> int:
@@ -381,6 +463,10 @@ class Insights:
     @property
     def lookups_total(self) -> int:
         return sum(group.total for group in self.regions)
+
+    @property
+    def receipts_total(self) -> int:
+        return sum(bucket.count for bucket in self.receipts)
 
     @property
     def sessions_total(self) -> int:
@@ -411,4 +497,5 @@ def insights_for(*, days: int, now: datetime | None = None) -> Insights:
         regions=verdicts_by_region(period),
         steps=step_outcomes(period),
         incidents=incidents_in(period),
+        receipts=receipts_by_region(period),
     )

@@ -12,6 +12,7 @@ from django.contrib import admin
 from twosv.admin import customers, records
 from twosv.admin import incidents as incidents  # registers Incident
 from twosv.admin import phone_checks as phone_checks  # registers PhoneCheck
+from twosv.admin import receipts as receipts  # registers TwilioMessage, DeliveryReceipt
 from twosv.admin.auditing import audit_auth_admins
 
 __all__ = ["customers", "records"]

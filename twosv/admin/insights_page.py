@@ -1,4 +1,4 @@
-"""The admin's insights page: locks, lookup verdicts and next-step outcomes, as SVG charts.
+"""The admin's insights page: locks, verdicts, receipts and next-step outcomes, as SVG charts.
 
 Charts are rendered on the server (pygal): no script, no CDN.
 """
@@ -22,7 +22,7 @@ from twosv import insights
 
 
 def insights_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResponse:
-    """Show locks, lookup verdicts and next-step outcomes over 7, 30 or 90 days."""
+    """Show locks, lookup verdicts, receipts and next-step outcomes over 7, 30 or 90 days."""
     if not all(
         request.user.has_perm(f"twosv.view_{name}")
         for name in ("event", "deliverylookup", "troubleshootingsession")
@@ -40,6 +40,7 @@ def insights_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRe
         "locks_chart": _locks_chart(figures),
         "verdicts_chart": _verdicts_chart(figures),
         "steps_chart": _steps_chart(figures),
+        "receipts_chart": _receipts_chart(figures),
     }
     return TemplateResponse(request, "admin/twosv/insights.html", context)
 
@@ -211,4 +212,52 @@ def _steps_chart(figures: insights.Insights) -> SafeString:
         chart.add(str(_("Escalated")), [step.escalated or None for step in reversed(steps)])
         # Counts have no tenths: whole-number ticks on the value axis.
         chart.y_labels = _count_ticks(max(step.total for step in steps))
+    return _render(chart)
+
+
+# The receipt series drawn at most (the largest); the rest are drawn together as "other".
+RECEIPT_SERIES = 9
+RECEIPT_COLOURS = (
+    "#2e7d32",
+    "#c62828",
+    "#6a1b9a",
+    "#ef6c00",
+    "#f9a825",
+    "#ad1457",
+    "#1565c0",
+    "#00838f",
+    "#5d4037",
+    "#9e9e9e",
+)
+
+
+def _receipts_chart(figures: insights.Insights) -> SafeString:
+    """Receipts per region (largest ten), stacked by status and error code."""
+    regions: list[tuple[str, str]] = []
+    for bucket in figures.receipts:  # largest region first
+        if (bucket.region, bucket.label) not in regions:
+            regions.append((bucket.region, bucket.label))
+    regions = regions[:10]
+    series_totals: dict[str, int] = {}
+    for bucket in figures.receipts:
+        series_totals[bucket.series] = series_totals.get(bucket.series, 0) + bucket.count
+    ranked = sorted(series_totals, key=lambda name: (-series_totals[name], name))
+    named = ranked[:RECEIPT_SERIES] if len(ranked) > RECEIPT_SERIES + 1 else ranked
+    other = str(_("other"))
+    chart = pygal.HorizontalStackedBar(
+        style=_style(RECEIPT_COLOURS),
+        **_chart_config(height=max(240, 130 + 36 * len(regions)), legend_at_bottom_columns=4),
+    )
+    # pygal draws the first label at the bottom; the largest region goes at the top.
+    chart.x_labels = [label for _region, label in reversed(regions)]
+    if regions:
+        cells: dict[tuple[str, str], int] = {}
+        for bucket in figures.receipts:
+            name = bucket.series if bucket.series in named else other
+            cells[(name, bucket.region)] = cells.get((name, bucket.region), 0) + bucket.count
+        rows: list[list[int | None]] = []
+        for name in [*named, *([other] if len(named) < len(ranked) else [])]:
+            rows.append([cells.get((name, region)) or None for region, _label in reversed(regions)])
+            chart.add(name, rows[-1])
+        chart.y_labels = _count_ticks(_stacked_highest(rows))
     return _render(chart)
