@@ -15,16 +15,17 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.http_server import LocalHttpServer
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -54,60 +55,22 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class AtsTestServer:
+class AtsTestServer(LocalHttpServer):
     """Serve the ATS contract from memory on an ephemeral port of 127.0.0.1."""
 
+    name = "ATS test server"
+
     def __init__(self, *, token: str = "test-ats-token", page_size: int = 50) -> None:
+        super().__init__()
         self.token = token
         self.page_size = page_size
-        self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripted: deque[ScriptedResponse] = deque()
         self._messages: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
-        # Set on stop, so handlers sleeping on a scripted delay wake up at once.
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # Lifecycle
-
-    def start(self) -> AtsTestServer:
-        """Start serving in a daemon thread and return self."""
-        handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name="ats-test-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> AtsTestServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Return the base URL to configure as ATS_BASE_URL."""
-        if self._httpd is None:
-            raise RuntimeError("the ATS test server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # Test-facing state
 

@@ -17,17 +17,17 @@ import email.utils
 import itertools
 import json
 import re
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
 from tests.ats_server import RecordedRequest, ScriptedResponse
+from tests.http_server import LocalHttpServer
 
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "twilio-test-auth-token"
@@ -45,54 +45,23 @@ def message_sid(n: int) -> str:
     return f"SM{n:032x}"
 
 
-class TwilioTestServer:
+class TwilioTestServer(LocalHttpServer):
     """Serve a Twilio account's Messages from memory on an ephemeral port of 127.0.0.1."""
 
+    name = "Twilio test server"
+
     def __init__(self, *, page_size_cap: int = 1000) -> None:
+        super().__init__()
         self.account_sid = ACCOUNT_SID
         self.auth_token = AUTH_TOKEN
         self.page_size_cap = page_size_cap
-        self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripted: deque[ScriptedResponse] = deque()
         self._messages: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> TwilioTestServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name="twilio-test-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> TwilioTestServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the Twilio test server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -8,17 +8,16 @@ an overall deadline stops the client. The default body is an empty ATS page
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
-from tests.infra.ports import HOST
+from tests.http_server import LocalHttpServer
 
 EMPTY_ATS_PAGE = json.dumps({"messages": [], "next_cursor": None}).encode()
 
 
-class TrickleHttpServer:
+class TrickleHttpServer(LocalHttpServer):
     """Serve 200 + headers at once, then `chunk_size` bytes of `body` every `interval` s."""
 
     def __init__(
@@ -31,61 +30,22 @@ class TrickleHttpServer:
         content_type: str = "application/json",
         headers_delay: float = 0.0,
     ) -> None:
+        super().__init__()
         self.body = body
         self.interval = interval
         self.chunk_size = chunk_size
         self.status = status
         self.content_type = content_type
         self.headers_delay = headers_delay
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._paths: list[str] = []
         self._bytes_sent = 0
         self._completed = 0
         self._disconnects = 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # Lifecycle
+    name = "trickle server"
 
-    def start(self) -> Self:
-        self._stopping.clear()
-        self._httpd = ThreadingHTTPServer((HOST, 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name="trickle-http-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; handlers still trickling stop at their next byte."""
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the trickle server is not started")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """Return the base URL (for ATS_BASE_URL); any path and method GET is served."""
-        return f"http://{HOST}:{self.port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # What happened
 
