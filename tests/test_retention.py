@@ -144,6 +144,33 @@ def test_the_purge_deletes_in_batches_and_a_spent_budget_leaves_the_rest_to_the_
     assert (third.horizons_moved, third.events_purged) == (0, 0)
 
 
+def test_the_purge_deletes_every_old_event_of_small_and_big_methods_and_nothing_newer(
+    time_machine,
+):
+    """Small methods share a statement; a method with more old events than a batch is deleted
+    a batch at a time, each starting where the last stopped, even through a run of events at
+    one instant that straddles the batches."""
+    time_machine.move_to(START, tick=False)
+    instant = START + timedelta(days=10)
+    sizes = {"m-small-1": 3, "m-small-2": 5, "m-big": 24, "m-small-3": 2}
+    for method_id, size in sizes.items():
+        enroll(method_id=method_id, at=START)
+        for i in range(size):
+            # The big method's events from the 4th on all occur at one instant.
+            at = START + timedelta(hours=i + 1) if method_id != "m-big" or i < 3 else instant
+            ingest(f"{method_id}-old-{i}", RESEND, at=at, method_id=method_id)
+        ingest(f"{method_id}-new", RESEND, at=START + timedelta(days=300), method_id=method_id)
+    time_machine.move_to(START + RETENTION + timedelta(days=20), tick=False)
+
+    report = services.retention_purge(batch=10)
+
+    assert report.complete
+    # Every event before the cutoff went, enrolments included; the new ones stayed.
+    assert report.events_purged == sum(sizes.values()) + len(sizes)
+    left = sorted(Event.objects.values_list("event_id", flat=True))
+    assert left == sorted(f"{method_id}-new" for method_id in sizes)
+
+
 def test_audit_entries_older_than_the_audit_retention_are_purged(time_machine, settings):
     settings.TWOSV_AUDIT_RETENTION = timedelta(days=30)
     for day in range(40):

@@ -27,6 +27,7 @@ __all__ = [
     "apply",
     "fold",
     "fold_from",
+    "fold_rows",
     "is_in_order",
 ]
 
@@ -157,6 +158,65 @@ def is_in_order(projection: Projection, event: FoldEvent) -> bool:
     return projection.last_key is None or event.key > projection.last_key
 
 
+class _Folding:
+    """A projection being folded: mutable, so a long fold copies nothing per event.
+
+    The one place the lock rules are written; `apply`, `fold_from` and `fold_rows` drive it.
+    """
+
+    __slots__ = ("last_key", "lock", "resend_times")
+
+    def __init__(self, start: Projection) -> None:
+        self.resend_times = list(start.resend_times)
+        self.lock = start.lock
+        self.last_key = start.last_key
+
+    def step(
+        self, t: datetime, key: tuple[datetime, str], type_: str, policy: LockPolicy
+    ) -> Outcome:
+        """Fold one event (at `t`, sorting at `key`, after `last_key`) and return its outcome."""
+        self.last_key = key
+        if type_ == EventType.CODE_RESEND_REQUESTED:
+            lock = self.lock
+            if lock is not None and lock.active_at(t):
+                # Blocked requests are kept in the log but neither count nor extend the lock, or
+                # a customer hammering "resend" would stay locked forever; the lock counts them.
+                self.lock = replace(lock, blocked=lock.blocked + 1)
+                return Outcome.BLOCKED
+            # Times are ascending (events arrive in key order), so the ones that fell out of the
+            # window form a prefix; a request exactly at t - window is out.
+            times = self.resend_times
+            del times[: bisect_right(times, t - policy.window)]
+            if len(times) + 1 > policy.threshold:
+                times.clear()
+                self.lock = Lock(locked_at=t, locked_until=t + policy.lock_duration)
+                return Outcome.LOCKED
+            times.append(t)
+            return Outcome.COUNTED
+
+        if type_ == EventType.CODE_VERIFIED:
+            self.resend_times.clear()
+            return Outcome.RESET
+
+        if type_ == EventType.LOCK_LIFTED:
+            lock = self.lock
+            # Only an active lock gets a lifted_at: stamping an expired or already lifted lock
+            # would rewrite when it really ended.
+            if lock is not None and lock.active_at(t):
+                self.lock = replace(lock, lifted_at=t)
+            self.resend_times.clear()
+            return Outcome.LIFTED
+
+        # Enrolment, removal, number changes, first sends and rejected codes don't touch the
+        # lock; unknown types are recorded too, so a new producer event can't break the fold.
+        return Outcome.RECORDED
+
+    def projection(self) -> Projection:
+        return Projection(
+            resend_times=tuple(self.resend_times), lock=self.lock, last_key=self.last_key
+        )
+
+
 def apply(
     projection: Projection, event: FoldEvent, policy: LockPolicy
 ) -> tuple[Projection, Outcome]:
@@ -172,37 +232,9 @@ def apply(
             f"event {event.event_id!r} at {event.occurred_at.isoformat()} does not sort after "
             f"the last folded event {projection.last_key!r}; re-fold the history instead"
         )
-    t = event.occurred_at
-    folded = replace(projection, last_key=event.key)
-
-    if event.type == EventType.CODE_RESEND_REQUESTED:
-        lock = projection.lock
-        if lock is not None and lock.active_at(t):
-            # Blocked requests are kept in the log but neither count nor extend the lock, or a
-            # customer hammering "resend" would stay locked forever; the lock counts them.
-            return replace(folded, lock=replace(lock, blocked=lock.blocked + 1)), Outcome.BLOCKED
-        # Times are ascending (events arrive in key order), so the ones that fell out of the
-        # window form a prefix; a request exactly at t - window is out.
-        kept = projection.resend_times[bisect_right(projection.resend_times, t - policy.window) :]
-        if len(kept) + 1 > policy.threshold:
-            new_lock = Lock(locked_at=t, locked_until=t + policy.lock_duration)
-            return replace(folded, resend_times=(), lock=new_lock), Outcome.LOCKED
-        return replace(folded, resend_times=(*kept, t)), Outcome.COUNTED
-
-    if event.type == EventType.CODE_VERIFIED:
-        return replace(folded, resend_times=()), Outcome.RESET
-
-    if event.type == EventType.LOCK_LIFTED:
-        lock = projection.lock
-        # Only an active lock gets a lifted_at: stamping an expired or already lifted lock
-        # would rewrite when it really ended.
-        if lock is not None and lock.active_at(t):
-            lock = replace(lock, lifted_at=t)
-        return replace(folded, resend_times=(), lock=lock), Outcome.LIFTED
-
-    # Enrolment, removal, number changes, first sends and rejected codes don't touch the lock;
-    # unknown types are recorded too, so a new producer event can't break the fold.
-    return folded, Outcome.RECORDED
+    folding = _Folding(projection)
+    outcome = folding.step(event.occurred_at, event.key, event.type, policy)
+    return folding.projection(), outcome
 
 
 def fold(
@@ -233,12 +265,40 @@ def fold_from(
         (e for e in unique.values() if start.last_key is None or e.key > start.last_key),
         key=lambda e: e.key,
     )
-    projection = start
+    folding = _Folding(start)
     outcomes: list[tuple[FoldEvent, Outcome]] = []
     checkpoints: list[Projection] = []
     for event in after:
-        projection, outcome = apply(projection, event, policy)
-        outcomes.append((event, outcome))
+        key = event.key
+        outcomes.append((event, folding.step(key[0], key, event.type, policy)))
         if checkpoint_every and len(outcomes) % checkpoint_every == 0:
-            checkpoints.append(projection)
-    return projection, outcomes, checkpoints
+            checkpoints.append(folding.projection())
+    return folding.projection(), outcomes, checkpoints
+
+
+def fold_rows(
+    start: Projection, rows: Iterable[tuple[datetime, str, str]], policy: LockPolicy
+) -> Projection:
+    """Return the projection of `fold_from(start, events, policy)` for events given as
+    ``(occurred_at, event_id, type)`` rows, without the outcomes.
+
+    For folds that only keep the result, such as moving a retention horizon over a day of
+    events: no FoldEvent per row and no outcome list. Naive times are refused as FoldEvent
+    refuses them (a mix of naive and aware ones can't be sorted).
+    """
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row[1] not in seen:
+            seen.add(row[1])
+            unique.append(row)
+    unique.sort()
+    if unique:
+        _require_aware(unique[0][0], "occurred_at")
+    folding = _Folding(start)
+    last = start.last_key
+    for occurred_at, event_id, type_ in unique:
+        key = (occurred_at, event_id)
+        if last is None or key > last:
+            folding.step(occurred_at, key, type_, policy)
+    return folding.projection()

@@ -22,13 +22,14 @@ the rest to the next run:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from twosv import policy
@@ -137,14 +138,15 @@ def _start_checkpoints(pks: list[int], cutoff: datetime) -> dict[int, MethodChec
 
 def _events_before(
     methods: list[Method], starts: dict[int, MethodCheckpoint], cutoff: datetime
-) -> dict[int, list[policy.FoldEvent]]:
-    """Return the events before `cutoff` of each method, from its start checkpoint's time on.
+) -> dict[int, list[tuple[datetime, str, str]]]:
+    """Return the events before `cutoff` of each method, from its start checkpoint's time on,
+    as ``(occurred_at, event_id, type)`` rows for `policy.fold_rows`.
 
     One query for all the methods without a checkpoint before the cutoff (most of them: a
     checkpoint comes every TWOSV_CHECKPOINT_EVERY events), one each for the others.
     """
-    events: dict[int, list[policy.FoldEvent]] = {m.pk: [] for m in methods}
-    columns = ("method_id", "event_id", "type", "occurred_at")
+    events: dict[int, list[tuple[datetime, str, str]]] = {m.pk: [] for m in methods}
+    columns = ("method_id", "occurred_at", "event_id", "type")
     whole = [m.pk for m in methods if m.pk not in starts]
     queries = [Event.objects.filter(method_id__in=whole, occurred_at__lt=cutoff)] if whole else []
     queries += [
@@ -154,8 +156,8 @@ def _events_before(
         for pk, checkpoint in starts.items()
     ]
     for query in queries:
-        for method_id, event_id, type_, occurred_at in query.values_list(*columns).order_by():
-            events[method_id].append(policy.FoldEvent(event_id, type_, occurred_at))
+        for method_id, occurred_at, event_id, type_ in query.values_list(*columns).order_by():
+            events[method_id].append((occurred_at, event_id, type_))
     return events
 
 
@@ -186,7 +188,7 @@ def horizons_chunk_move(methods: list[Method], cutoff: datetime) -> int:
         if method.pk in dormant:
             projection = method_projection(method)
         else:
-            projection, _, _ = policy.fold_from(start, events[method.pk], rules)
+            projection = policy.fold_rows(start, events[method.pk], rules)
         if projection.last_key is None:
             continue
         if projection.last_key != start.last_key:
@@ -241,29 +243,61 @@ def _delete_in_batches(
             return deleted, False
 
 
-def methods_with_purgeable_events() -> list[tuple[int, datetime]]:
-    """Return (pk, horizon) of the methods that still have events before their horizon."""
-    old_events = Event.objects.filter(
-        method=OuterRef("pk"), occurred_at__lt=OuterRef("purged_before")
+def methods_with_purgeable_events() -> list[tuple[int, datetime, int]]:
+    """Return (pk, horizon, how many) of the methods that still have events before their
+    horizon, in pk order."""
+    old_events = (
+        Event.objects.filter(method=OuterRef("pk"), occurred_at__lt=OuterRef("purged_before"))
+        .order_by()
+        .values("method")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
     rows = (
         Method.objects.filter(purged_before__isnull=False)
-        .filter(Exists(old_events))
+        .annotate(old=Subquery(old_events))
+        .filter(old__gt=0)
         .order_by("pk")
-        .values_list("pk", "purged_before")
+        .values_list("pk", "purged_before", "old")
     )
-    return [(pk, horizon) for pk, horizon in rows if horizon is not None]
+    return [(pk, horizon, old) for pk, horizon, old in rows if horizon is not None]
 
 
-# PostgreSQL: one statement deletes up to `batch` events before their method's horizon for a
-# window of methods: an index range scan per method on (method, occurred_at), the rows found
-# deleted by ctid (no second index lookup, no join of the method table, no sort).
+def _windows(
+    due: list[tuple[int, datetime, int]], batch: int
+) -> Iterator[list[tuple[int, datetime, int]]]:
+    """Group consecutive methods into windows of at most `batch` events (a bigger method is a
+    window of its own) and at most DELETE_WINDOW methods."""
+    window: list[tuple[int, datetime, int]] = []
+    size = 0
+    for item in due:
+        if window and (size + item[2] > batch or len(window) == DELETE_WINDOW):
+            yield window
+            window, size = [], 0
+        window.append(item)
+        size += item[2]
+    if window:
+        yield window
+
+
+# PostgreSQL, a window of methods holding at most a batch of old events together: one
+# statement, an index range scan per method on (method, occurred_at), the rows found deleted by
+# ctid (no second index lookup, no join of the method table, no sort).
 _PG_DELETE = (
     "DELETE FROM {event} WHERE ctid = ANY(ARRAY("
     "SELECT e.ctid FROM unnest(%s::bigint[], %s::timestamptz[]) AS h(method_id, horizon) "
     "JOIN {event} e ON e.method_id = h.method_id AND e.occurred_at < h.horizon LIMIT %s))"
 )
-# Methods a PostgreSQL statement covers; a window stays until it has no events left.
+# One method with more than a batch: the oldest batch at a time, each statement starting where
+# the last one stopped. Restarting from the method's first entry would walk every index entry
+# deleted so far again: the k-th batch would cost k batches (measured, docs/performance.md).
+_PG_DELETE_ONE = (
+    "WITH gone AS (DELETE FROM {event} WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM {event} WHERE method_id = %s AND occurred_at >= %s AND occurred_at < %s "
+    "ORDER BY occurred_at LIMIT %s)) RETURNING occurred_at) "
+    "SELECT count(*), max(occurred_at) FROM gone"
+)
+# Methods a PostgreSQL statement covers at most.
 DELETE_WINDOW = 2_000
 
 
@@ -274,23 +308,52 @@ def events_purge(deadline: float, report: PurgeReport, *, batch: int = PURGE_BAT
     index and commits on its own (autocommit): its locks and WAL stay one batch's worth.
     """
     due = methods_with_purgeable_events()
+    if connection.vendor != "postgresql":
+        return _events_purge_per_method(due, deadline, report, batch)
     table = Event._meta.db_table
-    params: list[list[Any]]
-    if connection.vendor == "postgresql":
-        sql = _PG_DELETE.format(event=table)
-        windows = [due[i : i + DELETE_WINDOW] for i in range(0, len(due), DELETE_WINDOW)]
-        params = [[[pk for pk, _ in w], [at for _, at in w]] for w in windows]
-    else:
-        sql = (
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "  # noqa: S608 - no input
-            "WHERE method_id = %s AND occurred_at < %s LIMIT %s)"
-        )
-        adapt = connection.ops.adapt_datetimefield_value
-        params = [[pk, adapt(at)] for pk, at in due]
-    for window in params:
+    for window in _windows(due, batch):
+        if len(window) == 1 and window[0][2] > batch:
+            pk, horizon, _ = window[0]
+            since = datetime.min.replace(tzinfo=UTC)
+            while True:
+                with connection.cursor() as cursor:
+                    cursor.execute(_PG_DELETE_ONE.format(event=table), [pk, since, horizon, batch])
+                    count, last = cursor.fetchone()
+                report.events_purged += count
+                if count < batch:
+                    break
+                since = last
+                if time.monotonic() > deadline:
+                    return False
+        else:
+            pks = [pk for pk, _, _ in window]
+            horizons = [at for _, at, _ in window]
+            while True:  # once, unless events were counted short
+                with connection.cursor() as cursor:
+                    cursor.execute(_PG_DELETE.format(event=table), [pks, horizons, batch])
+                    count = cursor.rowcount
+                report.events_purged += count
+                if count < batch:
+                    break
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def _events_purge_per_method(
+    due: list[tuple[int, datetime, int]], deadline: float, report: PurgeReport, batch: int
+) -> bool:
+    """`events_purge` for the other databases (the SQLite tests): per method."""
+    table = Event._meta.db_table
+    sql = (
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "  # noqa: S608 - no input
+        "WHERE method_id = %s AND occurred_at < %s LIMIT %s)"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    for pk, horizon, _ in due:
         while True:
             with connection.cursor() as cursor:
-                cursor.execute(sql, [*window, batch])
+                cursor.execute(sql, [pk, adapt(horizon), batch])
                 count = cursor.rowcount
             report.events_purged += count
             if count < batch:
