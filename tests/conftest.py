@@ -70,12 +70,17 @@ def _fast_password_hasher():
 
 @pytest.fixture(autouse=True)
 def _no_throttle_bleed():
-    """Throttle counters live in the cache: start every test with an empty one."""
+    """Throttle counters live in the cache: start every test with an empty one (and with no
+    process copy of the advisory settings, which a rolled-back test may have read)."""
     from django.core.cache import cache
 
+    from twosv.selectors import advisory_settings_forget_local
+
     cache.clear()
+    advisory_settings_forget_local()
     yield
     cache.clear()
+    advisory_settings_forget_local()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ class TwosvConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
-        from django.db.models.signals import post_delete, post_save
+        from django.db.models.signals import post_delete, post_migrate, post_save
 
         from twosv import checks
 
@@ -19,6 +19,10 @@ class TwosvConfig(AppConfig):
             raise ImproperlyConfigured("\n".join(str(error.msg) for error in errors))
 
         from twosv.models import RegionalAdvisory, SenderNumber
+        from twosv.state_sql import create_state_functions
+
+        # The state read's PL/pgSQL functions follow the tables they read (twosv/state_sql.py).
+        post_migrate.connect(create_state_functions, sender=self, dispatch_uid="state-functions")
 
         # Cache invalidation, not business logic: any write path (admin, shell, migration)
         # must make the next state read see the new sender numbers and advisories.

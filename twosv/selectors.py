@@ -1,13 +1,13 @@
 """Reads: the one way in to a customer, and the facts the policy and engine work on."""
 
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import phonenumbers
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Cast
 
@@ -25,7 +25,7 @@ from twosv.models import (
     TroubleshootingSession,
     customer_id_validator,
 )
-from twosv.sql import ModelColumns
+from twosv.state_sql import state_rows
 from twosv.vocabulary import INCIDENT_ACTIVE_STATUSES
 
 
@@ -231,17 +231,36 @@ class AdvisorySettings(NamedTuple):
     incidents: dict[str, datetime]  # region -> when its open or confirmed incident opened
 
 
+# Each process also keeps what it read for this long, so that a state read costs no cache round
+# trip: a change made in another process shows within this long, one made in this process at
+# once (advisory_settings_forget).
+ADVISORY_LOCAL_SECONDS = 1.0
+_local: tuple[float, AdvisorySettings] | None = None
+
+
 def advisory_settings() -> AdvisorySettings:
     """Return the active sender numbers, regional advisories and delivery incident regions.
 
     Every state read needs these lists and they change rarely: they are cached (the incident
     detection and the admin's incident actions drop the entry when a region's incident opens
-    or closes). On a miss they come in one UNION query, so even a cold cache keeps the state
-    endpoint within its budget of 8 queries for a session-authenticated caller. A cache that is down
-    is a miss: the lists come from the database (counted and logged, twosv.dependencies), and
-    writing them back is not attempted, so the request pays for one failed cache call at most
-    (none for a few seconds after a failure).
+    or closes), and each process keeps them for ADVISORY_LOCAL_SECONDS. On a miss they come in
+    one UNION query, so even a cold cache keeps the state endpoint within its budget of 8
+    queries for a session-authenticated caller. A cache that is down is a miss: the lists come
+    from the database (counted and logged, twosv.dependencies), and writing them back is not
+    attempted, so the request pays for one failed cache call at most (none for a few seconds
+    after a failure).
     """
+    global _local
+    now = time.monotonic()
+    local = _local
+    if local is not None and now - local[0] < ADVISORY_LOCAL_SECONDS:
+        return local[1]
+    read = _advisory_settings_shared()
+    _local = (now, read)
+    return read
+
+
+def _advisory_settings_shared() -> AdvisorySettings:
     if skip_while_down("cache"):
         return _advisory_settings_query()
     try:
@@ -264,10 +283,17 @@ def advisory_settings_forget() -> None:
     With the cache down there is nothing to drop that a reader could see now; an entry that
     survives the outage expires within ADVISORY_CACHE_SECONDS. The admin's change stands.
     """
+    advisory_settings_forget_local()
     try:
         cache.delete(ADVISORY_CACHE_KEY)
     except CACHE_ERRORS as exc:
         record_outage("cache", exc, fallback="advisory settings not invalidated")
+
+
+def advisory_settings_forget_local() -> None:
+    """Drop this process's copy only (tests start each case with none)."""
+    global _local
+    _local = None
 
 
 def _advisory_settings_query() -> AdvisorySettings:
@@ -306,73 +332,6 @@ def _advisory_settings_query() -> AdvisorySettings:
     )
 
 
-# The customer, their methods and each method's latest lookup, in one statement. Hand-written:
-# building the three ORM queries this replaces cost many times the statements' own time
-# (docs/performance.md), and the state read is the agents' most frequent request. It runs as a
-# plain parameterized query, not a prepared statement: those are session state, which a pooler in
-# transaction mode shares between clients and an ALTER TABLE invalidates (twosv/sql.py). Portable
-# SQL (PostgreSQL and SQLite); the correlated subquery walks lookup_method_latest_idx.
-_CUSTOMER_COLUMNS = ModelColumns(Customer, "c")
-_METHOD_COLUMNS = ModelColumns(Method, "m")
-_LOOKUP_COLUMNS = ModelColumns(DeliveryLookup, "l")
-_STATE_SQL = """
-SELECT {customer_columns}, {method_columns}, {lookup_columns}
-FROM {customer} c
-LEFT JOIN {method} m ON m.customer_id = c.id
-LEFT JOIN {lookup} l ON l.id = (
-    SELECT d.id FROM {lookup} d
-    WHERE d.method_id = m.id
-    ORDER BY d.created_at DESC, d.id DESC
-    LIMIT 1
-)
-WHERE c.{key} = %s
-ORDER BY m.enrolled_at, m.id
-"""
-_STATE_SQL_BY = {
-    key: _STATE_SQL.format(
-        customer_columns=_CUSTOMER_COLUMNS.select,
-        method_columns=_METHOD_COLUMNS.select,
-        lookup_columns=_LOOKUP_COLUMNS.select,
-        customer=Customer._meta.db_table,
-        method=Method._meta.db_table,
-        lookup=DeliveryLookup._meta.db_table,
-        key=key,
-    )
-    for key in ("id", "customer_id")
-}
-
-
-def _state_rows(
-    key: str, value: str | int, customer: Customer | None = None
-) -> tuple[Customer | None, tuple[Method, ...], dict[int, DeliveryLookup]]:
-    """Return the customer (`customer` if given), their methods and each method's latest
-    lookup (by method pk)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_STATE_SQL_BY[key], [value])
-        rows = cursor.fetchall()
-        db = cursor.db
-    if not rows:
-        return None, (), {}
-    if customer is None:
-        customer = cast(Customer, _CUSTOMER_COLUMNS.build(db, rows[0], 0))
-    at_method = len(_CUSTOMER_COLUMNS)
-    at_lookup = at_method + len(_METHOD_COLUMNS)
-    methods: list[Method] = []
-    lookups: dict[int, DeliveryLookup] = {}
-    for row in rows:
-        method = cast(Method | None, _METHOD_COLUMNS.build(db, row, at_method))
-        if method is None:  # a customer without methods: one row, all of its m columns null
-            continue
-        method.customer = customer
-        methods.append(method)
-        lookup = cast(DeliveryLookup | None, _LOOKUP_COLUMNS.build(db, row, at_lookup))
-        if lookup is not None:
-            lookup.customer = customer
-            lookup.method = method
-            lookups[method.pk] = lookup
-    return customer, tuple(methods), lookups
-
-
 def access_customer_state(*, customer_id: str, now: datetime) -> TwosvState:
     """Return the customer's 2SV state or raise NotFound, in one query.
 
@@ -381,7 +340,7 @@ def access_customer_state(*, customer_id: str, now: datetime) -> TwosvState:
     """
     if not customer_is_valid_id(customer_id):
         raise _unknown_customer()
-    customer, methods, lookups = _state_rows("customer_id", customer_id)
+    customer, methods, lookups = state_rows("customer_id", customer_id)
     if customer is None:
         raise _unknown_customer()
     return _twosv_state(customer, methods, lookups, now=now, session=None)
@@ -398,7 +357,7 @@ def customer_twosv_state(
     A constant number of queries whatever the length of the event history: the projection is
     stored on each method row, so no event is read.
     """
-    _, methods, lookups = _state_rows("id", customer.pk, customer)
+    _, methods, lookups = state_rows("id", customer.pk, customer)
     return _twosv_state(customer, methods, lookups, now=now, session=session)
 
 

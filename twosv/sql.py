@@ -21,6 +21,7 @@ class ModelColumns:
 
     def __init__(self, model: type[Model], alias: str) -> None:
         self.model = model
+        self.alias = alias
         self.fields: tuple[Field[Any, Any], ...] = tuple(model._meta.concrete_fields)
         self.attnames = [field.attname for field in self.fields]
         self.select = ", ".join(f"{alias}.{field.column}" for field in self.fields)
