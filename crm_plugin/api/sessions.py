@@ -88,18 +88,21 @@ _render_session = renderer(SessionOutput)
 
 def session_body(session: TroubleshootingSession) -> dict[str, Any]:
     """Render the session with a freshly computed next step."""
+    return _render_session(session_output(session))
+
+
+def session_output(session: TroubleshootingSession) -> dict[str, Any]:
+    """What SessionOutput renders: the session with a freshly computed next step."""
     state = customer_twosv_state(customer=session.customer, now=timezone.now(), session=session)
     step: engine.Step = state.decision.step
-    return _render_session(
-        {
-            "id": session.id,
-            "session": session,
-            # P as the engine chose it: the session's method, else the customer's primary.
-            "method_id": state.decision.method_id,
-            "phone_verification_tries_left": _tries_left(session),
-            "next_step": step,
-        }
-    )
+    return {
+        "id": session.id,
+        "session": session,
+        # P as the engine chose it: the session's method, else the customer's primary.
+        "method_id": state.decision.method_id,
+        "phone_verification_tries_left": _tries_left(session),
+        "next_step": step,
+    }
 
 
 class SessionCreateInput(StrictSerializer):

@@ -54,9 +54,12 @@ class AdvisoryOutput(serializers.Serializer):
     region = serializers.CharField(required=False)
     since = serializers.DateTimeField(required=False)
 
+    # Left out rather than null where they don't apply (also honoured by `renderer()`).
+    omit_when_null = ("locked_until", "region", "since")
+
     def to_representation(self, instance: Any) -> dict[str, Any]:
         data: dict[str, Any] = super().to_representation(instance)
-        for name in ("locked_until", "region", "since"):
+        for name in self.omit_when_null:
             if data.get(name) is None:
                 data.pop(name, None)
         return data
