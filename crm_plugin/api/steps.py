@@ -1,8 +1,9 @@
 """Output serializers for the engine's decision: the next step and the advisories."""
 
+import functools
 from typing import Any
 
-from django.utils.translation import gettext
+from django.utils.translation import get_language, gettext
 from rest_framework import serializers
 
 from twosv.vocabulary import AdvisoryCode, AdvisorySeverity
@@ -12,7 +13,15 @@ class _TranslatedCharField(serializers.CharField):
     """Engine texts are marked for translation in twosv/engine/; translate them on the way out."""
 
     def to_representation(self, value: Any) -> str:
-        return gettext(str(value))
+        return _translated(get_language(), str(value))
+
+
+# A state renders half a dozen engine texts, and Django's gettext walks the active catalog and
+# its fallbacks for each: remembered per language (the texts with numbers in them vary, hence
+# the bound).
+@functools.lru_cache(maxsize=4096)
+def _translated(language: str | None, text: str) -> str:
+    return gettext(text)
 
 
 class QuestionOutput(serializers.Serializer):
