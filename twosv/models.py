@@ -210,8 +210,14 @@ class Event(models.Model):
     event_id = models.CharField(max_length=128, unique=True)
     type = models.CharField(max_length=32, choices=EventType.choices)
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: event_method_order_idx starts with it (migration 0012).
     method = models.ForeignKey(
-        Method, on_delete=models.PROTECT, related_name="events", null=True, blank=True
+        Method,
+        on_delete=models.PROTECT,
+        related_name="events",
+        null=True,
+        blank=True,
+        db_index=False,
     )
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)
