@@ -15,7 +15,7 @@ from crm_plugin.api.permissions import IsSupportAgent
 from crm_plugin.api.representations import renderer
 from crm_plugin.api.sessions import StrictSerializer
 from crm_plugin.http.context import acting_user, audit_context
-from twosv.audit import AuditAction, audit_record
+from twosv.audit import AuditAction, audit_read
 from twosv.errors import ErrorCode, NotFound
 from twosv.models import Method
 from twosv.selectors import access_customer
@@ -115,10 +115,9 @@ class MethodTimelineApi(AuditedApiView):
             cursor=query.validated_data.get("cursor"),
             limit=query.validated_data["limit"],
         )
-        audit_record(
+        audit_read(
             actor=acting_user(request),
             action=AuditAction.TIMELINE_READ,
-            result="ok",
             customer_ref=customer.customer_id,
             obj=method,
             details={"method_id": method.method_id, "items": len(page.items)},

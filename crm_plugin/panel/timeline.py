@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from crm_plugin.http.context import acting_user, audit_context
 from crm_plugin.panel import display
 from crm_plugin.panel.views import READ, panel_agent_view
-from twosv.audit import AuditAction, audit_record
+from twosv.audit import AuditAction, audit_read
 from twosv.errors import ErrorCode, NotFound
 from twosv.models import Method
 from twosv.selectors import access_customer
@@ -85,10 +85,9 @@ def method_timeline_fragment(
         raise NotFound("This customer has no method with this id.", code=ErrorCode.UNKNOWN_METHOD)
     now = timezone.now()
     page = method_timeline(method=method, since=now - TIMELINE_PERIOD, limit=TIMELINE_SHOWN)
-    audit_record(
+    audit_read(
         actor=acting_user(request),
         action=AuditAction.TIMELINE_READ,
-        result="ok",
         customer_ref=customer.customer_id,
         obj=method,
         details={"method_id": method.method_id, "items": len(page.items), "via": "panel"},

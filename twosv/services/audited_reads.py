@@ -9,7 +9,7 @@ import uuid
 
 from django.contrib.auth.models import User
 
-from twosv.audit import NO_CONTEXT, AuditAction, AuditContext, audit_record
+from twosv.audit import NO_CONTEXT, AuditAction, AuditContext, audit_read
 from twosv.errors import NotFound
 from twosv.models import Customer, DeliveryLookup, TroubleshootingSession
 from twosv.selectors import access_customer
@@ -27,10 +27,9 @@ def customer_state_read_audit(
 
     Reading a session shows the same state, so it is recorded too, against the session.
     """
-    audit_record(
+    audit_read(
         actor=actor,
         action=AuditAction.STATE_READ if session is None else AuditAction.SESSION_READ,
-        result="ok",
         customer_ref=customer.customer_id,
         obj=customer if session is None else session,
         details={"next_step": step_code},
@@ -60,10 +59,9 @@ def lookup_read(
         raise NotFound("No delivery lookup with this id.")
     # The one way in to a customer, as for every other agent read.
     access_customer(customer_id=lookup.customer.customer_id)
-    audit_record(
+    audit_read(
         actor=actor,
         action=AuditAction.LOOKUP_READ,
-        result="ok",
         customer_ref=lookup.customer.customer_id,
         obj=lookup,
         details={"method_id": lookup.method.method_id, "status": lookup.status},
