@@ -121,7 +121,8 @@ def seeded() -> dict | None:
     if row is None or row[0] != SEED_VERSION:
         return None
     params = json.loads(row[2]) if isinstance(row[2], str) else row[2]
-    if params.get("events") != N_EVENTS:
+    # Seeded checkpoints are spaced as live ingestion spaces them: a new spacing is a new seed.
+    if params.get("events") != N_EVENTS or params.get("checkpoint_every") != checkpoint_every():
         return None
     return {"version": row[0], "seeded_at": row[1].isoformat(), "params": params}
 

@@ -360,7 +360,7 @@ TWOSV_LOCK_DURATION = env_duration("TWOSV_LOCK_DURATION", "24h")
 TWOSV_RESEND_WINDOW = env_duration("TWOSV_RESEND_WINDOW", "24h")
 # A checkpoint of a method's projection every N events folded: a late event re-folds at most N
 # plus the events after it (docs/performance.md, "Checkpoints").
-TWOSV_CHECKPOINT_EVERY = env.int("TWOSV_CHECKPOINT_EVERY", default=500)
+TWOSV_CHECKPOINT_EVERY = env.int("TWOSV_CHECKPOINT_EVERY", default=250)
 # Events older than this are purged (after a checkpoint keeps their effect) and refused when
 # they arrive (409 event_too_old); audit entries after theirs. SPEC §8, "Retention".
 TWOSV_EVENT_RETENTION = env_duration("TWOSV_EVENT_RETENTION", "400d")
