@@ -204,12 +204,14 @@ class Services:
         *,
         name: str = "gunicorn",
         env: dict[str, str] | None = None,
+        nice: int = 0,
     ) -> Proc:
-        """Serve the app on `port` (with `env` added to the environment); return once it
-        answers /healthz."""
+        """Serve the app on `port` (with `env` added to the environment, at CPU priority
+        `nice`); return once it answers /healthz."""
         gunicorn = self.start(
             name,
             [
+                *(["nice", "-n", str(nice)] if nice else []),
                 str(BIN / "gunicorn"),
                 "crm_plugin.wsgi:application",
                 "--bind",

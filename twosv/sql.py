@@ -1,10 +1,11 @@
 """Hand-written SQL for the agents' hottest paths: joined rows read back as model instances.
 
 Used where `make bench` showed the ORM's per-statement work to dominate a request; everything
-else goes through the ORM. The statements run as plain parameterized queries (``cursor.execute``):
-no session state (PREPARE, SET, temporary tables) that a pooler in transaction mode
-(PgBouncer's ``pool_mode = transaction``) would hand to another client, and no cached plan that
-an ``ALTER TABLE`` under live traffic could invalidate (docs/performance.md).
+else goes through the ORM. No statement leaves session state on the server connection
+(PREPARE, a session-wide SET, temporary tables) that a pooler in transaction mode (PgBouncer's
+``pool_mode = transaction``) would hand to another client, or a prepared plan that an
+``ALTER TABLE`` under live traffic would break; where a plan is worth keeping, a PL/pgSQL
+function keeps it (twosv/state_sql.py, docs/performance.md).
 """
 
 from collections.abc import Callable, Sequence
