@@ -67,10 +67,15 @@ STATE_SQL_BY = {
 }
 
 
+_FUNCTION_NAMES = {
+    key: f"twosv_state_by_{key}_{hashlib.sha256(STATE_SQL_BY[key].encode()).hexdigest()[:12]}"
+    for key in KEYS
+}
+
+
 def function_name(key: str) -> str:
     """The PL/pgSQL function of this code's statement for `key`."""
-    digest = hashlib.sha256(STATE_SQL_BY[key].encode()).hexdigest()[:12]
-    return f"twosv_state_by_{key}_{digest}"
+    return _FUNCTION_NAMES[key]
 
 
 def _column_types(cursor: CursorWrapper) -> dict[tuple[str, str], str]:
