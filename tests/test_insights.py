@@ -312,6 +312,34 @@ def test_insights_need_the_view_permissions():
     assert client.get(URL).status_code == 200
 
 
+@pytest.mark.usefixtures("history")
+def test_receipts_show_only_to_those_who_may_view_receipts():
+    """The other charts need the event, lookup and session view permissions; the receipts
+    section also needs the receipts' own."""
+    needed = ["view_event", "view_deliverylookup", "view_troubleshootingsession"]
+    user = factories.UserFactory(username="staff", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="twosv", codename__in=needed)
+    )
+    client = Client()
+    client.force_login(user)
+
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert response.context["insights"].receipts == []
+    html = response.content.decode()
+    assert 'id="receipts"' not in html
+    assert 'id="receipts-total"' not in html
+    assert 'id="locks-total"' in html  # the other figures are there
+
+    user.user_permissions.add(Permission.objects.get(codename="view_deliveryreceipt"))
+    user = User.objects.get(pk=user.pk)  # drop the permission cache
+    client.force_login(user)
+    html = client.get(URL).content.decode()
+    assert re.search(r'id="receipts-total">\s*6\s*<', html)
+    assert 'id="receipts"' in html
+
+
 def test_anonymous_is_sent_to_login():
     response = Client().get(URL)
     assert response.status_code == 302

@@ -28,8 +28,10 @@ def insights_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRe
         for name in ("event", "deliverylookup", "troubleshootingsession")
     ):
         raise PermissionDenied
+    # Receipts are the delivery receipts' admin data: shown to those who may view them there.
+    can_see_receipts = request.user.has_perm("twosv.view_deliveryreceipt")
     days = insights.parse_period(request.GET.get("days"))
-    figures = insights.insights_for(days=days)
+    figures = insights.insights_for(days=days, receipts=can_see_receipts)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": _("2SV insights"),
@@ -40,7 +42,8 @@ def insights_page(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpRe
         "locks_chart": _locks_chart(figures),
         "verdicts_chart": _verdicts_chart(figures),
         "steps_chart": _steps_chart(figures),
-        "receipts_chart": _receipts_chart(figures),
+        "receipts_chart": _receipts_chart(figures) if can_see_receipts else "",
+        "can_see_receipts": can_see_receipts,
     }
     return TemplateResponse(request, "admin/twosv/insights.html", context)
 
