@@ -24,6 +24,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 from django.core.management.commands.runserver import Command as CoreRunserver
+from django.db import DatabaseError
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -232,6 +233,41 @@ def test_finding_08_admin_changes_are_audited_with_before_and_after(root_client,
     for number in (PHONE, "+14155550188", "+14155550199", "+14155550177"):
         assert number.lstrip("+") not in trail
         assert number[2:] not in trail
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_finding_08_a_bulk_delete_that_fails_leaves_no_audit_entry(root, monkeypatch):
+    """Django's bulk delete writes the entries (`log_deletions`), then deletes: a delete that
+    fails must take its entries with it, or the trail says advisories went that are still
+    there."""
+    client = Client()
+    client.force_login(root)
+    advisories = [
+        RegionalAdvisory.objects.create(region=region, message=f"SMS to {region} delayed")
+        for region in ("IN", "BR")
+    ]
+    model_admin = admin.site._registry[RegionalAdvisory]
+
+    def failing_delete(request, queryset):
+        queryset.filter(region="IN").delete()  # half done, then the database gives up
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(model_admin, "delete_queryset", failing_delete)
+    body = {
+        "action": "delete_selected",
+        "_selected_action": [a.pk for a in advisories],
+        "post": "yes",
+    }
+    with pytest.raises(DatabaseError):
+        client.post(changelist(RegionalAdvisory), body)
+
+    assert RegionalAdvisory.objects.filter(pk__in=[a.pk for a in advisories]).count() == 2
+    assert _admin_entries("admin_delete") == []
+
+    monkeypatch.undo()
+    assert client.post(changelist(RegionalAdvisory), body).status_code == 302
+    assert not RegionalAdvisory.objects.filter(pk__in=[a.pk for a in advisories]).exists()
+    assert len(_admin_entries("admin_delete")) == 2
 
 
 @pytest.mark.django_db

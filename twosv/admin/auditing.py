@@ -14,8 +14,9 @@ from datetime import date, datetime, time
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
 from django.contrib.auth.models import Group, User
-from django.db import models
+from django.db import models, router, transaction
 from django.http import HttpRequest
 
 from twosv.admin.common import acting_user, audit_context
@@ -40,7 +41,8 @@ class AuditedAdminMixin:
     Django's admin calls `save_model` before saving (the row is read back from the database
     as `before`), then `log_addition` / `log_change` once the object and its relations are
     saved (`after`), and `log_deletions` just before it deletes; for one object all of it runs
-    in the admin's transaction, so the entry and the change commit together.
+    in the admin's transaction, so the entry and the change commit together, and the bulk
+    delete action runs in one of its own.
     """
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
@@ -63,6 +65,21 @@ class AuditedAdminMixin:
         for obj in queryset:
             _audit(request, obj, AuditAction.ADMIN_DELETE, snapshot(obj), None, None)
         return super().log_deletions(request, queryset)  # type: ignore[misc]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        if "delete_selected" in actions:
+            _func, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_selected_atomically, name, description)
+        return actions
+
+
+def _delete_selected_atomically(modeladmin: Any, request: HttpRequest, queryset: Any) -> Any:
+    """Django's bulk delete runs outside the admin's transaction: its audit entries
+    (`log_deletions`) would commit even if the delete after them failed. One transaction for
+    both."""
+    with transaction.atomic(using=router.db_for_write(modeladmin.model)):
+        return delete_selected(modeladmin, request, queryset)
 
 
 _RESULTS = {
