@@ -11,7 +11,7 @@ from tests.builders import ENROLLED_AT, RESEND, T0, enroll, ingest
 from twosv import policy, services
 from twosv.errors import InvalidInput
 from twosv.models import AuditEntry, Event, EventOutcome, EventType, Method
-from twosv.selectors import lock_policy, method_projection, method_state
+from twosv.selectors import customer_twosv_state, lock_policy, method_projection, method_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]
 
@@ -224,6 +224,50 @@ def test_late_phone_number_change_keeps_the_newest_number():
     )
     assert fresh(method).phone_number == "+919876543210"
     assert Event.objects.filter(type=EventType.PHONE_NUMBER_CHANGED).count() == 3
+
+
+def test_an_event_that_repeats_the_number_does_not_date_a_change():
+    """The identity system may send the number on file again (a re-verification): the number
+    did not change, so "number recently changed" keeps the last real change's date."""
+    method = enroll(phone_number="+14155550142", at=T0 - timedelta(days=60))
+    ingest(
+        "change-real",
+        EventType.PHONE_NUMBER_CHANGED,
+        at=T0 - timedelta(days=40),
+        phone_number="+14155550177",
+    )
+    ingest(
+        "change-same",
+        EventType.PHONE_NUMBER_CHANGED,
+        at=T0 - timedelta(hours=1),
+        phone_number="+14155550177",
+    )
+
+    method = fresh(method)
+    assert method.phone_number == "+14155550177"
+    assert method.phone_changed_at == T0 - timedelta(days=40)
+    state = customer_twosv_state(customer=method.customer, now=T0)
+    assert "number_recently_changed" not in [a.code for a in state.decision.advisories]
+
+
+def test_a_repeated_number_is_still_the_last_writer_for_a_late_change():
+    """t1 sets B, t3 repeats B, then a change at t2 (to C) arrives late: t3 wrote last, B stays."""
+    method = enroll(phone_number="+14155550142")
+    for event_id, hours_ago, number in (
+        ("t1", 5, "+14155550177"),
+        ("t3", 1, "+14155550177"),
+        ("t2-late", 3, "+14155550199"),
+    ):
+        ingest(
+            event_id,
+            EventType.PHONE_NUMBER_CHANGED,
+            at=T0 - timedelta(hours=hours_ago),
+            phone_number=number,
+        )
+
+    method = fresh(method)
+    assert method.phone_number == "+14155550177"
+    assert method.phone_changed_at == T0 - timedelta(hours=5)
 
 
 def test_a_duplicate_is_answered_with_the_stored_event_and_changes_nothing():

@@ -104,8 +104,13 @@ class Method(models.Model):
     visible_in_crm = models.BooleanField()
     enrolled_at = models.DateTimeField()
     removed_at = models.DateTimeField(null=True, blank=True)
-    # When the number on file was last set: a late phone_number_changed must not overwrite it.
+    # When the number on file last changed (at enrolment, then each phone_number_changed that
+    # brought another number): what the "number recently changed" advisory reads.
     phone_changed_at = models.DateTimeField(null=True, blank=True)
+    # When the latest phone_number_changed occurred, even one that repeated the number: the
+    # last writer, so a late, older event can't overwrite a newer one. Null until the first
+    # (phone_changed_at stands in).
+    phone_written_at = models.DateTimeField(null=True, blank=True)
 
     # Lock projection.
     resend_times = models.JSONField(default=list, blank=True)

@@ -43,12 +43,15 @@ def apply_method_attributes(
         if method.removed_at is None or occurred_at < method.removed_at:
             method.removed_at = occurred_at
     elif event_type == EventType.PHONE_NUMBER_CHANGED:
-        # Last writer by occurred_at wins, so a late, older change can't overwrite a newer one.
-        if method.phone_changed_at is None or occurred_at >= method.phone_changed_at:
-            changed: bool = method.phone_number != data["phone_number"]
-            method.phone_number = data["phone_number"]
-            method.phone_changed_at = occurred_at
-            return changed
+        # Last writer by occurred_at wins, so a late, older change can't overwrite a newer one;
+        # an event that repeats the number is a writer too, but changes nothing.
+        written = method.phone_written_at or method.phone_changed_at
+        if written is None or occurred_at >= written:
+            method.phone_written_at = occurred_at
+            if method.phone_number != data["phone_number"]:
+                method.phone_number = data["phone_number"]
+                method.phone_changed_at = occurred_at
+                return True
     return False
 
 
@@ -94,6 +97,7 @@ _METHOD_FOLDED_FIELDS = [
     "removed_at",
     "phone_number",
     "phone_changed_at",
+    "phone_written_at",
 ]
 
 
