@@ -232,17 +232,13 @@ AUDIT_COLUMNS = (
 )
 _COLUMN_OF = {field.attname: field.column for field in AuditEntry._meta.concrete_fields}
 # Identifiers from the model, values as parameters: no input reaches the text.
-_INSERT = "INSERT INTO {table} ({columns}) VALUES ({values}) RETURNING {pk}".format(  # noqa: S608
+_INSERT_ROW = "INSERT INTO {table} ({columns}) VALUES ({values})".format(  # noqa: S608
     table=AuditEntry._meta.db_table,
     columns=", ".join(_COLUMN_OF[name] for name in AUDIT_COLUMNS),
     values=", ".join(["%s"] * len(AUDIT_COLUMNS)),
-    pk=AuditEntry._meta.pk.column,
 )
+_INSERT = f"{_INSERT_ROW} RETURNING {AuditEntry._meta.pk.column}"
 # A read's row (`audit_read`): its own transaction, committed without waiting for the WAL flush.
 # SET LOCAL ends with the transaction: nothing is left on the server connection for a pooler
 # to hand on.
-_INSERT_READ = (
-    "BEGIN; SET LOCAL synchronous_commit TO OFF; "
-    + _INSERT.rsplit(" RETURNING ", 1)[0]
-    + "; COMMIT"
-)
+_INSERT_READ = f"BEGIN; SET LOCAL synchronous_commit TO OFF; {_INSERT_ROW}; COMMIT"

@@ -138,8 +138,10 @@ def _use_function(db: BaseDatabaseWrapper, cursor: Any, key: str) -> bool:
         return False
     name = function_name(key)
     known = _available.get((db.alias, name))
+    if known is not None and known[0]:
+        return True
     now = time.monotonic()
-    if known is None or (not known[0] and now - known[1] > RECHECK_SECONDS):
+    if known is None or now - known[1] > RECHECK_SECONDS:
         cursor.execute("SELECT to_regproc(%s) IS NOT NULL", [name])
         known = (bool(cursor.fetchone()[0]), now)
         _available[(db.alias, name)] = known
